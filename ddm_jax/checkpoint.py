@@ -1,0 +1,93 @@
+"""Orbax checkpoint I/O: one directory holds both networks' params and JSON metadata.
+
+Layout (an Orbax composite checkpoint): items `ddm` and `regressor` (params trees) and
+`metadata` (JSON: the two configs, the sources with SHA-256, the converter version).
+Saving writes to a temporary sibling directory and renames it when complete, so a failed
+or interrupted save never leaves a checkpoint that looks whole. Loading needs neither
+TensorFlow nor PyTorch.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from ddm_jax.config import DDMConfig, RegressorConfig, config_from_dict
+from ddm_jax.errors import DDMError
+from ddm_jax.models import DDM, LineRatioRegressor, abstract_params
+
+DEFAULT_CHECKPOINT = Path("weights") / "ddm-jax-checkpoint"
+FORMAT_VERSION = 1
+
+
+def _checkpointer() -> ocp.Checkpointer:
+    return ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+
+
+def save_checkpoint(path, ddm_params, regressor_params, metadata: dict, overwrite: bool = False) -> Path:
+    """Write the checkpoint atomically; `metadata` must hold 'ddm_config' and 'regressor_config' dicts."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise DDMError(f"{path} already exists (pass --overwrite to replace it)")
+    for key in ("ddm_config", "regressor_config"):
+        if key not in metadata:
+            raise ValueError(f"metadata needs {key!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"
+    to_numpy = lambda tree: jax.tree.map(np.asarray, tree)  # noqa: E731
+    try:
+        _checkpointer().save(tmp.absolute(), args=ocp.args.Composite(
+            ddm=ocp.args.StandardSave(to_numpy(ddm_params)),
+            regressor=ocp.args.StandardSave(to_numpy(regressor_params)),
+            metadata=ocp.args.JsonSave({"format_version": FORMAT_VERSION, **metadata}),
+        ))
+        if path.exists():  # --overwrite: the old checkpoint goes only once the new one is whole
+            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return path
+
+
+def read_metadata(path) -> dict:
+    """The checkpoint's JSON metadata, or a DDMError that says how to make a checkpoint."""
+    path = Path(path)
+    if not path.is_dir():
+        raise DDMError(f"no checkpoint at {path}: convert the released weights first "
+                       "(ddm-jax convert DDM.hdf5 REGRESSOR.hdf5 -o DIR), see weights/README.md")
+    try:
+        metadata = _checkpointer().restore(path.absolute(), args=ocp.args.Composite(
+            metadata=ocp.args.JsonRestore())).metadata
+    except Exception as err:  # orbax raises many types for missing or damaged items
+        raise DDMError(f"{path} is not a readable ddm-jax checkpoint: {str(err).splitlines()[0]}") from err
+    if not isinstance(metadata, dict) or metadata.get("format_version") != FORMAT_VERSION:
+        raise DDMError(f"{path}: unknown checkpoint format (metadata {metadata!r:.80})")
+    return metadata
+
+
+def load_checkpoint(path):
+    """(ddm_params, regressor_params, metadata); configs in metadata['ddm_config'/'regressor_config']."""
+    path = Path(path)
+    metadata = read_metadata(path)
+    ddm_config = config_from_dict(DDMConfig, metadata["ddm_config"])
+    regressor_config = config_from_dict(RegressorConfig, metadata["regressor_config"])
+    abstract = {"ddm": abstract_params(DDM(ddm_config)),
+                "regressor": abstract_params(LineRatioRegressor(regressor_config))}
+    try:
+        restored = _checkpointer().restore(path.absolute(), args=ocp.args.Composite(
+            ddm=ocp.args.StandardRestore(abstract["ddm"]),
+            regressor=ocp.args.StandardRestore(abstract["regressor"])))
+    except Exception as err:
+        raise DDMError(f"{path}: cannot restore the params: {str(err).splitlines()[0]}") from err
+    return restored.ddm, restored.regressor, metadata

@@ -1,0 +1,156 @@
+"""Jitted batch decomposition: preprocessing, DDM, line-ratio regressor, post-processing, BPT.
+
+    from ddm_jax.inference import Decomposer
+    decomposer = Decomposer.from_checkpoint("weights/ddm-jax-checkpoint")
+    result = decomposer(spectra, mass)   # spectra (B, 2208) or (2208,), mass (B,) or ()
+    result["sf_fraction"], result["line_ratios"][:, 1, 0]   # SF part's log([NII]/Halpha)
+
+Nothing here names a device: arrays go wherever JAX's default device is.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from functools import partial
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ddm_jax import bpt
+from ddm_jax.config import DDMConfig, RegressorConfig, config_from_dict, norm_window_slice, wavelength_grid
+from ddm_jax.errors import DDMError
+from ddm_jax.models import DDM, LineRatioRegressor
+from ddm_jax.preprocess import center_batch, normalize_batch
+
+# The output contract of `decompose` (and of OUT.npz, with `wavelength`), in order.
+OUTPUT_KEYS = ("sf_spectrum", "agn_spectrum", "p_sf", "p_agn", "p_total", "sf_fraction",
+               "residual", "line_ratios", "bpt_class")
+COMPONENTS = ("composite", "sf", "agn")  # axis 1 of line_ratios and bpt_class
+NII_HA, OIII_HB = 0, 1  # regressor output indices (SPEC)
+DEFAULT_BATCH_SIZE = 256
+
+
+@partial(jax.jit, static_argnames=("ddm", "regressor", "normalize", "bpt_scheme"))
+def decompose_batch(ddm_params, regressor_params, spectra, mass, *, ddm: DDM, regressor: LineRatioRegressor,
+                    normalize: bool = True, bpt_scheme: str = "standard") -> dict:
+    """The whole pipeline on one batch: spectra (B, n_bins), mass (B,) -> dict of OUTPUT_KEYS arrays."""
+    x = normalize_batch(spectra, mass) if normalize else spectra
+    out = ddm.apply({"params": ddm_params}, x)
+    sf_fraction = jnp.clip(out.p_sf, 0.0, 1.0)
+    w = sf_fraction[:, None]
+    residual = w * out.sf_spectrum + (1.0 - w) * out.agn_spectrum - x
+    parts = jnp.stack([x, out.sf_spectrum, out.agn_spectrum], axis=1)  # (B, 3, n_bins)
+    batch = parts.shape[0]
+    ratios = regressor.apply({"params": regressor_params}, center_batch(parts.reshape(3 * batch, -1)))
+    line_ratios = ratios.reshape(batch, 3, -1)
+    bpt_class = bpt.classify_nii(line_ratios[..., NII_HA], line_ratios[..., OIII_HB], bpt_scheme)
+    return {"sf_spectrum": out.sf_spectrum, "agn_spectrum": out.agn_spectrum, "p_sf": out.p_sf,
+            "p_agn": out.p_agn, "p_total": out.p_total, "sf_fraction": sf_fraction,
+            "residual": residual, "line_ratios": line_ratios, "bpt_class": bpt_class}
+
+
+def validate_inputs(spectra, mass, n_bins: int, normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Check and shape inputs: (B, n_bins) float32 spectra and (B,) float32 masses (ones when unused)."""
+    spectra = np.asarray(spectra)
+    if spectra.size == 0:
+        raise DDMError("the spectra array is empty")
+    if not (np.issubdtype(spectra.dtype, np.floating) or np.issubdtype(spectra.dtype, np.integer)):
+        raise DDMError(f"spectra must be numeric, got dtype {spectra.dtype}")
+    if spectra.ndim == 1:
+        spectra = spectra[None]
+    if spectra.ndim != 2 or spectra.shape[1] != n_bins:
+        raise DDMError(f"spectra must have shape (B, {n_bins}) or ({n_bins},) on the 2 A rest-frame grid, "
+                       f"got {spectra.shape}")
+    bad = np.flatnonzero(~np.isfinite(spectra).all(axis=1))
+    if bad.size:
+        raise DDMError(f"{bad.size} spectra hold NaN or inf (first: index {bad[0]}); mask or drop them first")
+    count = spectra.shape[0]
+    if not normalize:
+        return spectra.astype(np.float32), np.ones(count, np.float32)
+    if mass is None:
+        raise DDMError("a mass per spectrum (--mass) is needed to normalise; for spectra that are "
+                       "already normalised pass --no-normalize")
+    mass = np.asarray(mass)
+    if not (np.issubdtype(mass.dtype, np.floating) or np.issubdtype(mass.dtype, np.integer)):
+        raise DDMError(f"mass must be numeric, got dtype {mass.dtype}")
+    if mass.size != count:
+        raise DDMError(f"need one mass per spectrum: {count} spectra, mass has shape {mass.shape}")
+    mass = mass.reshape(count)
+    bad = np.flatnonzero(~(np.isfinite(mass) & (mass > 0)))
+    if bad.size:
+        raise DDMError(f"mass must be finite and positive; {bad.size} are not (first: index {bad[0]}, "
+                       f"value {mass[bad[0]]})")
+    window_std = spectra[:, norm_window_slice(n_bins)].std(axis=1)
+    flat = np.flatnonzero(window_std == 0)
+    if flat.size:
+        raise DDMError(f"{flat.size} spectra are constant over 4000-7000 A and cannot be normalised "
+                       f"(first: index {flat[0]})")
+    return spectra.astype(np.float32), mass.astype(np.float32)
+
+
+class Decomposer:
+    """Holds both networks' params and runs `decompose_batch` over any number of spectra."""
+
+    def __init__(self, ddm_params, regressor_params, ddm_config: DDMConfig = DDMConfig(),
+                 regressor_config: RegressorConfig = RegressorConfig(), bpt_scheme: str = "standard",
+                 batch_size: int = DEFAULT_BATCH_SIZE):
+        if bpt_scheme not in bpt.SCHEMES:
+            raise DDMError(f"unknown BPT scheme {bpt_scheme!r}; choose one of {bpt.SCHEMES}")
+        if batch_size < 1:
+            raise DDMError(f"batch size must be positive, got {batch_size}")
+        if ddm_config.n_bins != regressor_config.n_bins:
+            raise DDMError("the DDM and the regressor were built for different spectrum lengths")
+        self.ddm_params, self.regressor_params = jax.device_put((ddm_params, regressor_params))
+        self.ddm, self.regressor = DDM(ddm_config), LineRatioRegressor(regressor_config)
+        self.bpt_scheme, self.batch_size = bpt_scheme, batch_size
+        self.wavelength = wavelength_grid(ddm_config.n_bins)
+
+    @classmethod
+    def from_checkpoint(cls, path, **kwargs) -> "Decomposer":
+        from ddm_jax.checkpoint import load_checkpoint  # keeps orbax off the import path of pure users
+
+        ddm_params, regressor_params, metadata = load_checkpoint(path)
+        return cls(ddm_params, regressor_params, config_from_dict(DDMConfig, metadata["ddm_config"]),
+                   config_from_dict(RegressorConfig, metadata["regressor_config"]), **kwargs)
+
+    def __call__(self, spectra, mass=None, normalize: bool = True,
+                 progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+        """Decompose spectra (B, n_bins) or (n_bins,): a dict of OUTPUT_KEYS NumPy arrays with B rows.
+
+        Batches are padded to a fixed size (the last row repeated) so that one compilation serves all.
+        """
+        spectra, mass = validate_inputs(spectra, mass, self.ddm.config.n_bins, normalize)
+        count = spectra.shape[0]
+        chunk = min(self.batch_size, 1 << (count - 1).bit_length())  # a batch of 1 stays small
+        results = {key: [] for key in OUTPUT_KEYS}
+        for start in range(0, count, chunk):
+            stop = min(start + chunk, count)
+            pad = chunk - (stop - start)
+            take = np.r_[start:stop, np.full(pad, stop - 1)] if pad else slice(start, stop)
+            out = decompose_batch(self.ddm_params, self.regressor_params, spectra[take], mass[take],
+                                  ddm=self.ddm, regressor=self.regressor, normalize=normalize,
+                                  bpt_scheme=self.bpt_scheme)
+            for key, value in jax.device_get(out).items():
+                results[key].append(value[: stop - start])
+            if progress is not None:
+                progress(stop, count)
+        return {key: np.concatenate(values) for key, values in results.items()}
+
+
+class ProgressPrinter:
+    """Prints 'N/M spectra, R spectra/s, ETA' to stderr, at most every `interval` seconds."""
+
+    def __init__(self, interval: float = 2.0, stream=sys.stderr):
+        self.start, self.last, self.interval, self.stream = time.perf_counter(), 0.0, interval, stream
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - self.last < self.interval and done < total:
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        eta = (total - done) / rate if rate > 0 else float("inf")
+        print(f"decompose: {done}/{total} spectra, {rate:.0f} spectra/s, ETA {eta:.0f} s", file=self.stream)
