@@ -53,11 +53,11 @@ def _layer_specs(abstract_params) -> dict[tuple[str, ...], dict[str, tuple[int, 
     return specs
 
 
-def _as_float32(array: np.ndarray, where: str) -> np.ndarray:
+def _as_float32(array: np.ndarray, where: str, matched: int) -> np.ndarray:
     if not np.issubdtype(array.dtype, np.floating):
-        raise ConversionError(f"{where}: dtype {array.dtype} is not floating point")
+        raise ConversionError(f"{where}: dtype {array.dtype} is not floating point", matched)
     if not np.all(np.isfinite(array)):
-        raise ConversionError(f"{where}: holds NaN or infinite values")
+        raise ConversionError(f"{where}: holds NaN or infinite values", matched)
     return np.asarray(array, np.float32)
 
 
@@ -104,13 +104,14 @@ def params_from_keras(layers, network: str, config, abstract_params):
         if set(layer.weights) != set(spec):
             raise ConversionError(f"{title}: layer {name} (file layer {layer.name!r}): expected weights "
                                   f"{sorted(spec)}, the file has {sorted(layer.weights)}", index)
-        for kind, shape in spec.items():
-            array = layer.weights[kind]
+        for kind in sorted(spec, reverse=True):  # kernel before bias: the more telling shape
+            shape, array = spec[kind], layer.weights[kind]
             if tuple(array.shape) != shape:
                 raise ConversionError(f"{title}: layer {name} (file layer {layer.name!r}) {kind}: "
                                       f"expected shape {shape}, got {tuple(array.shape)}", index)
             # Keras Conv1D (k, in, out) and Dense (in, out) are already Flax's layouts.
-            flat[path + (kind,)] = _as_float32(array, f"layer {name} (file layer {layer.name!r}) {kind}")
+            flat[path + (kind,)] = _as_float32(array, f"{title}: layer {name} (file layer {layer.name!r}) {kind}",
+                                               len(order))
     params = traverse_util.unflatten_dict(flat)
     check_params(params, abstract_params, network)
     return params
@@ -143,7 +144,7 @@ def params_from_state_dict(state: dict[str, np.ndarray], network: str, abstract_
             raise ConversionError(f"{title}: layer {'/'.join(path[:-1])} ({key}): expected shape "
                                   f"{tuple(leaf.shape)} in Flax layout, got {tuple(array.shape)} "
                                   f"(torch shape {tuple(state[key].shape)})", matched)
-        flat[path] = _as_float32(array, f"{key}")
+        flat[path] = _as_float32(array, f"{title}: {key}", matched)
     params = traverse_util.unflatten_dict(flat)
     check_params(params, abstract_params, network)
     return params

@@ -39,7 +39,10 @@ def save_checkpoint(path, ddm_params, regressor_params, metadata: dict, overwrit
         if key not in metadata:
             raise ValueError(f"metadata needs {key!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"
+    # Orbax's own temporaries land inside the staging folder too, so one rmtree cleans any failure.
+    staging = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    tmp = staging / "checkpoint"
     to_numpy = lambda tree: jax.tree.map(np.asarray, tree)  # noqa: E731
     try:
         _checkpointer().save(tmp.absolute(), args=ocp.args.Composite(
@@ -48,15 +51,10 @@ def save_checkpoint(path, ddm_params, regressor_params, metadata: dict, overwrit
             metadata=ocp.args.JsonSave({"format_version": FORMAT_VERSION, **metadata}),
         ))
         if path.exists():  # --overwrite: the old checkpoint goes only once the new one is whole
-            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
+            os.replace(path, staging / "old")
+        os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        shutil.rmtree(staging)
     return path
 
 

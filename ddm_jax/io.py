@@ -17,6 +17,9 @@ def load_array(path, what: str) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DDMError(f"{what} file {path} does not exist")
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":  # np.load would otherwise try to unpickle it
+            raise DDMError(f"{what} file {path} is not a readable .npy array (no .npy header)")
     try:
         array = np.load(path, allow_pickle=False)
     except ValueError as err:
@@ -26,9 +29,6 @@ def load_array(path, what: str) -> np.ndarray:
         raise DDMError(f"{what} file {path} is not a readable .npy array: {err}") from err
     except (OSError, EOFError, zipfile.BadZipFile) as err:
         raise DDMError(f"{what} file {path} is not a readable .npy array: {err}") from err
-    if isinstance(array, np.lib.npyio.NpzFile):
-        array.close()
-        raise DDMError(f"{what} file {path} is an .npz archive; give a single .npy array")
     if array.dtype.kind not in "fiu":
         raise DDMError(f"{what} file {path} is not numeric (dtype {array.dtype})")
     return array

@@ -1,0 +1,133 @@
+"""The whole decompose pipeline against SPEC's formulas in NumPy on top of real Keras outputs."""
+
+import jax
+import numpy as np
+import pytest
+
+from ddm_jax.config import DDMConfig, RegressorConfig
+from ddm_jax.errors import DDMError
+from ddm_jax.inference import OUTPUT_KEYS, Decomposer
+from ddm_jax_convert import convert_files
+
+from conftest import TINY_DDM_KERAS, TINY_REGRESSOR_KERAS, assert_parity, keras_reference, random_spectra
+
+WAVE = 3700.0 + 2.0 * np.arange(2208)
+WINDOW = (WAVE > 4000) & (WAVE <= 7000)
+
+
+def numpy_bpt_standard(x, y):
+    """SPEC's standard [NII] scheme, written independently of ddm_jax.bpt."""
+    out = np.full(x.shape, -1, np.int8)
+    ok = np.isfinite(x) & np.isfinite(y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sf = ok & (x < 0.05) & (y < 0.61 / (x - 0.05) + 1.3)
+        comp = ok & ~sf & (x < 0.47) & (y < 0.61 / (x - 0.47) + 1.19)
+    agn = ok & ~sf & ~comp
+    out[sf], out[comp] = 0, 1
+    out[agn & (y > 1.05 * x + 0.45)] = 2
+    out[agn & (y <= 1.05 * x + 0.45)] = 3
+    return out
+
+
+def numpy_pipeline(keras_model, keras_ddm, keras_regressor, flux, mass):
+    flux = flux.astype(np.float64)
+    window = flux[:, WINDOW]
+    x = (flux - np.median(window, 1, keepdims=True)) / window.std(1, keepdims=True) / mass[:, None]
+    sf, agn, p_sf, p_agn, p_total = [o.astype(np.float64) for o in keras_model.predict(keras_ddm, x)]
+    p_sf, p_agn, p_total = p_sf[:, 0], p_agn[:, 0], p_total[:, 0]
+    fraction = np.clip(p_sf, 0.0, 1.0)
+    residual = fraction[:, None] * sf + (1 - fraction[:, None]) * agn - x
+    parts = np.stack([x, sf, agn], axis=1)
+    centred = parts - np.median(parts[..., WINDOW], axis=-1, keepdims=True)
+    ratios = keras_model.predict(keras_regressor, centred.reshape(-1, 2208))[0].reshape(len(flux), 3, -1)
+    return {"sf_spectrum": sf, "agn_spectrum": agn, "p_sf": p_sf, "p_agn": p_agn, "p_total": p_total,
+            "sf_fraction": fraction, "residual": residual, "line_ratios": ratios,
+            "bpt_class": numpy_bpt_standard(ratios[..., 0], ratios[..., 1])}
+
+
+def spread_sf_prob(keras_model, keras_ddm, flux, mass):
+    """Rescale the SF_Prob layer so p_sf spreads over about -0.5..1.5: clipping is exercised both ways."""
+    window = flux[:, WINDOW]
+    x = (flux - np.median(window, 1, keepdims=True)) / window.std(1, keepdims=True) / mass[:, None]
+    p_sf = keras_model.predict(keras_ddm, x)[2][:, 0]
+    layer = keras_ddm.get_layer("SF_Prob")
+    kernel, bias = layer.get_weights()
+    scale = 1.0 / p_sf.std()
+    layer.set_weights([kernel * scale, (bias - p_sf.mean()) * scale + 0.5])
+
+
+@pytest.mark.parametrize("preset", ["tiny", pytest.param("released", marks=pytest.mark.slow)])
+def test_decompose_matches_numpy_and_keras(tmp_path, preset):
+    keras_model = keras_reference()
+    ddm_config, regressor_config = (DDMConfig.tiny(), RegressorConfig.tiny()) if preset == "tiny" else \
+        (DDMConfig(), RegressorConfig())
+    keras_ddm = keras_model.build_ddm(ddm_config)
+    keras_model.randomize_weights(keras_ddm, seed=21)
+    keras_regressor = keras_model.build_regressor(regressor_config)
+    keras_model.randomize_weights(keras_regressor, seed=22)
+    flux = random_spectra(10, seed=23) * 1e-17  # erg/s/cm2/A-like magnitudes
+    mass = np.linspace(0.8, 1.6, 10)
+    spread_sf_prob(keras_model, keras_ddm, flux, mass)
+    keras_ddm.save_weights(tmp_path / "ddm.hdf5")
+    keras_regressor.save_weights(tmp_path / "regressor.hdf5")
+    ddm, regressor = convert_files([str(tmp_path / "ddm.hdf5"), str(tmp_path / "regressor.hdf5")])
+    decomposer = Decomposer(ddm.params, regressor.params, ddm.config, regressor.config, batch_size=4)
+    ours = decomposer(flux, mass)  # three batches, the last one padded
+    reference = numpy_pipeline(keras_model, keras_ddm, keras_regressor, flux, mass)
+    assert list(ours) == list(OUTPUT_KEYS)
+    assert 0 < np.mean(reference["sf_fraction"] == 0) < 1 and 0 < np.mean(reference["sf_fraction"] == 1) < 1
+    for key in OUTPUT_KEYS[:-1]:
+        assert ours[key].dtype == np.float32
+        assert_parity(ours[key], reference[key], f"{preset} {key}")
+    assert ours["bpt_class"].dtype == np.int8
+    np.testing.assert_array_equal(ours["bpt_class"], reference["bpt_class"])
+
+
+@pytest.fixture(scope="module")
+def fixture_decomposer():
+    ddm, regressor = convert_files([str(TINY_DDM_KERAS), str(TINY_REGRESSOR_KERAS)])
+    return Decomposer(ddm.params, regressor.params, ddm.config, regressor.config, batch_size=8)
+
+
+def test_batching_does_not_change_results(fixture_decomposer):
+    flux, mass = random_spectra(11, seed=31), np.full(11, 1.2)
+    whole = fixture_decomposer(flux, mass)
+    for i in (0, 7, 10):
+        single = fixture_decomposer(flux[i], mass[i])  # a single spectrum is a batch of one
+        for key in OUTPUT_KEYS:
+            assert single[key].shape == (1,) + whole[key].shape[1:]
+            np.testing.assert_allclose(single[key][0], whole[key][i], rtol=1e-5, atol=1e-6)
+
+
+def test_jit_matches_disable_jit(fixture_decomposer):
+    flux, mass = random_spectra(2, seed=32), np.array([1.0, 2.0])
+    jitted = fixture_decomposer(flux, mass)
+    with jax.disable_jit():
+        eager = fixture_decomposer(flux, mass)
+    for key in OUTPUT_KEYS:
+        np.testing.assert_allclose(jitted[key], eager[key], rtol=1e-5, atol=1e-6)
+
+
+def test_no_normalize_takes_spectra_as_given(fixture_decomposer):
+    flux = random_spectra(3, seed=33)
+    window = flux[:, WINDOW]
+    normalised = (flux - np.median(window, 1, keepdims=True)) / window.std(1, keepdims=True) / 2.0
+    a = fixture_decomposer(flux, np.full(3, 2.0))
+    b = fixture_decomposer(normalised, normalize=False)
+    np.testing.assert_allclose(a["p_sf"], b["p_sf"], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("flux, mass, message", [
+    (np.zeros((2, 2000)), np.ones(2), r"shape \(B, 2208\)"),
+    (np.zeros((0, 2208)), np.ones(0), "empty"),
+    (np.full((1, 2208), np.nan), np.ones(1), "NaN or inf"),
+    (random_spectra(2, 1), None, "mass"),
+    (random_spectra(2, 1), np.ones(3), "one mass per spectrum"),
+    (random_spectra(2, 1), np.array([1.0, 0.0]), "finite and positive"),
+    (random_spectra(2, 1), np.array([1.0, np.nan]), "finite and positive"),
+    (np.ones((1, 2208)), np.ones(1), "constant over 4000-7000"),
+    (np.array([["a"] * 2208]), np.ones(1), "numeric"),
+])
+def test_bad_inputs_raise_clear_errors(fixture_decomposer, flux, mass, message):
+    with pytest.raises(DDMError, match=message):
+        fixture_decomposer(flux, mass)
