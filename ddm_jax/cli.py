@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from pathlib import Path
 
 from ddm_jax.errors import DDMError
 
-COMMANDS = ("convert", "decompose", "example")
+COMMANDS = ("convert", "decompose", "merge", "example", "prepare")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,8 +22,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def enable_compilation_cache() -> None:
+    """JAX's persistent compilation cache, so a second run does not recompile.
+
+    DDM_JAX_COMPILATION_CACHE names the folder (default ~/.cache/ddm-jax/jax); 'off' disables it.
+    """
+    setting = os.environ.get("DDM_JAX_COMPILATION_CACHE", str(Path.home() / ".cache" / "ddm-jax" / "jax"))
+    if setting.lower() == "off":
+        return
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", setting)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    enable_compilation_cache()
     try:
         return args.run(args) or 0
     except DDMError as err:

@@ -10,6 +10,7 @@ Nothing here names a device: arrays go wherever JAX's default device is.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from functools import partial
@@ -18,9 +19,11 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ddm_jax import bpt
-from ddm_jax.config import DDMConfig, RegressorConfig, config_from_dict, norm_window_slice, wavelength_grid
+from ddm_jax.config import (DDMConfig, RegressorConfig, config_from_dict, config_to_dict, norm_window_slice,
+                            wavelength_grid)
 from ddm_jax.errors import DDMError
 from ddm_jax.models import DDM, LineRatioRegressor
 from ddm_jax.preprocess import center_batch, normalize_batch
@@ -92,7 +95,12 @@ def validate_inputs(spectra, mass, n_bins: int, normalize: bool = True) -> tuple
 
 
 class Decomposer:
-    """Holds both networks' params and runs `decompose_batch` over any number of spectra."""
+    """Holds both networks' params and runs `decompose_batch` over any number of spectra.
+
+    With several local devices (GPUs, TPU cores, or CPU devices from
+    XLA_FLAGS=--xla_force_host_platform_device_count=N) each batch is split over all of them
+    along the batch axis (data parallel; params replicated).
+    """
 
     def __init__(self, ddm_params, regressor_params, ddm_config: DDMConfig = DDMConfig(),
                  regressor_config: RegressorConfig = RegressorConfig(), bpt_scheme: str = "standard",
@@ -103,7 +111,11 @@ class Decomposer:
             raise DDMError(f"batch size must be positive, got {batch_size}")
         if ddm_config.n_bins != regressor_config.n_bins:
             raise DDMError("the DDM and the regressor were built for different spectrum lengths")
-        self.ddm_params, self.regressor_params = jax.device_put((ddm_params, regressor_params))
+        mesh = Mesh(np.array(jax.local_devices()), ("batch",))
+        self.n_devices = mesh.size
+        self.batch_sharding = NamedSharding(mesh, PartitionSpec("batch"))
+        self.ddm_params, self.regressor_params = jax.device_put(
+            (ddm_params, regressor_params), NamedSharding(mesh, PartitionSpec()))
         self.ddm, self.regressor = DDM(ddm_config), LineRatioRegressor(regressor_config)
         self.bpt_scheme, self.batch_size = bpt_scheme, batch_size
         self.wavelength = wavelength_grid(ddm_config.n_bins)
@@ -116,41 +128,91 @@ class Decomposer:
         return cls(ddm_params, regressor_params, config_from_dict(DDMConfig, metadata["ddm_config"]),
                    config_from_dict(RegressorConfig, metadata["regressor_config"]), **kwargs)
 
+    def padded_batch(self, rows: int) -> int:
+        """`rows` rounded up to a multiple of the device count."""
+        return -(-rows // self.n_devices) * self.n_devices
+
+    def launch(self, spectra: np.ndarray, mass: np.ndarray | None, normalize: bool, size: int):
+        """Start one batch (padded to `size` rows by repeating the last) without waiting for it."""
+        count = spectra.shape[0]
+        mass = np.ones(count, np.float32) if mass is None else mass
+        if count < size:
+            take = np.r_[0:count, np.full(size - count, count - 1)]
+            spectra, mass = spectra[take], mass[take]
+        spectra, mass = jax.device_put((np.asarray(spectra, np.float32), np.asarray(mass, np.float32).reshape(-1)),
+                                       self.batch_sharding)
+        return decompose_batch(self.ddm_params, self.regressor_params, spectra, mass, ddm=self.ddm,
+                               regressor=self.regressor, normalize=normalize, bpt_scheme=self.bpt_scheme)
+
+    @staticmethod
+    def collect(launched, count: int) -> dict[str, np.ndarray]:
+        """Wait for a launched batch; its first `count` rows as NumPy arrays."""
+        return {key: value[:count] for key, value in jax.device_get(launched).items()}
+
+    def output_shapes(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Per-spectrum shape and dtype of each output key."""
+        n_bins = self.ddm.config.n_bins
+        shapes = jax.eval_shape(partial(decompose_batch, ddm=self.ddm, regressor=self.regressor,
+                                        bpt_scheme=self.bpt_scheme), self.ddm_params, self.regressor_params,
+                                jax.ShapeDtypeStruct((1, n_bins), np.float32), jax.ShapeDtypeStruct((1,), np.float32))
+        return {key: (value.shape[1:], np.dtype(value.dtype)) for key, value in shapes.items()}
+
+    def describe(self) -> dict:
+        """What determines the outputs: configs, BPT scheme and a digest of the params."""
+        digest = hashlib.sha256()
+        for leaf in jax.tree.leaves((self.ddm_params, self.regressor_params)):
+            digest.update(np.asarray(leaf).tobytes())
+        return {"ddm_config": config_to_dict(self.ddm.config), "regressor_config": config_to_dict(self.regressor.config),
+                "bpt_scheme": self.bpt_scheme, "params_sha256": digest.hexdigest()}
+
     def __call__(self, spectra, mass=None, normalize: bool = True,
                  progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
         """Decompose spectra (B, n_bins) or (n_bins,): a dict of OUTPUT_KEYS NumPy arrays with B rows.
 
-        Batches are padded to a fixed size (the last row repeated) so that one compilation serves all.
+        Batches are padded to a fixed size so that one compilation serves all; the next batch is
+        dispatched before the previous one's results are fetched.
         """
         spectra, mass = validate_inputs(spectra, mass, self.ddm.config.n_bins, normalize)
         count = spectra.shape[0]
-        chunk = min(self.batch_size, 1 << (count - 1).bit_length())  # a batch of 1 stays small
-        results = {key: [] for key in OUTPUT_KEYS}
+        chunk = self.padded_batch(min(self.batch_size, 1 << (count - 1).bit_length()))  # a batch of 1 stays small
+        results, pending = [], None
         for start in range(0, count, chunk):
             stop = min(start + chunk, count)
-            pad = chunk - (stop - start)
-            take = np.r_[start:stop, np.full(pad, stop - 1)] if pad else slice(start, stop)
-            out = decompose_batch(self.ddm_params, self.regressor_params, spectra[take], mass[take],
-                                  ddm=self.ddm, regressor=self.regressor, normalize=normalize,
-                                  bpt_scheme=self.bpt_scheme)
-            for key, value in jax.device_get(out).items():
-                results[key].append(value[: stop - start])
-            if progress is not None:
-                progress(stop, count)
-        return {key: np.concatenate(values) for key, values in results.items()}
+            launched = self.launch(spectra[start:stop], mass[start:stop], normalize, chunk)
+            if pending is not None:
+                results.append(self.collect(*pending))
+                if progress is not None:
+                    progress(start, count)
+            pending = (launched, stop - start)
+        results.append(self.collect(*pending))
+        if progress is not None:
+            progress(count, count)
+        return {key: np.concatenate([r[key] for r in results]) for key in OUTPUT_KEYS}
 
 
 class ProgressPrinter:
-    """Prints 'N/M spectra, R spectra/s, ETA' to stderr, at most every `interval` seconds."""
+    """Progress on stderr: 'N/M spectra, R spectra/s, ETA'; one updating line on a terminal,
+    else a line every `interval` seconds."""
 
-    def __init__(self, interval: float = 2.0, stream=sys.stderr):
-        self.start, self.last, self.interval, self.stream = time.perf_counter(), 0.0, interval, stream
+    def __init__(self, label: str = "decompose", interval: float = 5.0, stream=sys.stderr):
+        self.label, self.interval, self.stream = label, interval, stream
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.begin(0, 0)
+
+    def begin(self, done: int, total: int) -> None:
+        """Start timing; `done` rows (from an earlier, resumed run) do not count towards the rate."""
+        self.start, self.last, self.first_done = time.perf_counter(), 0.0, done
 
     def __call__(self, done: int, total: int) -> None:
         now = time.perf_counter()
-        if now - self.last < self.interval and done < total:
+        if now - self.last < (0.2 if self.tty else self.interval) and done < total:
             return
         self.last = now
-        rate = done / max(now - self.start, 1e-9)
-        eta = (total - done) / rate if rate > 0 else float("inf")
-        print(f"decompose: {done}/{total} spectra, {rate:.0f} spectra/s, ETA {eta:.0f} s", file=self.stream)
+        rate = (done - self.first_done) / max(now - self.start, 1e-9)
+        eta = f"{(total - done) / rate:.0f} s" if rate > 0 else "?"
+        bar = "#" * int(30 * done / max(total, 1))
+        line = f"{self.label}: [{bar:30s}] {done}/{total} spectra, {rate:.0f} spectra/s, ETA {eta}"
+        if self.tty:
+            print("\r" + line, end="\n" if done >= total else "", file=self.stream, flush=True)
+        else:
+            print(line, file=self.stream, flush=True)

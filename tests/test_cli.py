@@ -65,6 +65,29 @@ def test_no_normalize_needs_no_mass(checkpoint, inputs):
     assert (inputs / "out.npz").is_file()
 
 
+def test_prepared_npz_input_carries_ids_and_measured_ratios(checkpoint, tmp_path):
+    count = 3
+    prepared = {"flux": random_spectra(count, seed=43), "ivar": np.ones((count, 2208), np.float32),
+                "mask": np.zeros((count, 2208), np.uint8), "wavelength": 3700 + 2 * np.arange(2208, dtype=np.float32),
+                "z": np.full(count, 0.01), "ids": np.array(["a", "b", "c"]), "line_names": np.array(["x"] * 8),
+                "line_flux": np.ones((count, 8), np.float32), "line_flux_err": np.ones((count, 8), np.float32),
+                "line_snr": np.ones((count, 8), np.float32), "meets_snr": np.array([True, False, True]),
+                "log_nii_ha": np.array([-0.4, -0.2, 0.1], np.float32), "log_oiii_hb": np.zeros(count, np.float32),
+                "log_sii_ha": np.zeros(count, np.float32), "log_oi_ha": np.zeros(count, np.float32),
+                "bpt_nii": np.array([0, 1, 2], np.int8)}
+    np.savez(tmp_path / "prepared.npz", **prepared)
+    np.save(tmp_path / "mass.npy", np.ones(count))
+    assert main(["decompose", str(tmp_path / "prepared.npz"), "--mass", str(tmp_path / "mass.npy"),
+                 "--weights", str(checkpoint), "-o", str(tmp_path / "out.npz")]) == 0
+    with np.load(tmp_path / "out.npz") as out:
+        assert set(CONTRACT) < set(out.files)
+        np.testing.assert_array_equal(out["ids"], prepared["ids"])
+        np.testing.assert_array_equal(out["measured_log_nii_ha"], prepared["log_nii_ha"])
+        np.testing.assert_array_equal(out["measured_bpt_nii"], prepared["bpt_nii"])
+        np.testing.assert_array_equal(out["meets_snr"], prepared["meets_snr"])
+        assert out["line_ratios"].shape == (count, 3, 8)
+
+
 def write_pickle_npy(path):
     np.save(path, np.array([{"not": "numbers"}], dtype=object), allow_pickle=True)
 

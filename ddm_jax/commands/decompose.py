@@ -1,4 +1,4 @@
-"""`ddm-jax decompose`: SF/AGN decomposition of a batch of spectra into one .npz file."""
+"""`ddm-jax decompose`: SF/AGN decomposition of spectra into an .npz file or, for surveys, a folder."""
 
 from __future__ import annotations
 
@@ -8,35 +8,83 @@ from ddm_jax.bpt import SCHEMES
 from ddm_jax.checkpoint import DEFAULT_CHECKPOINT
 from ddm_jax.inference import DEFAULT_BATCH_SIZE
 
+# PREPARED.npz's measured line ratios and BPT class, carried into the output as measured_<key>.
+MEASURED_KEYS = ("log_nii_ha", "log_oiii_hb", "log_sii_ha", "log_oi_ha", "bpt_nii")
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "decompose", help="decompose spectra into SF and AGN parts",
         description="Decompose rest-frame spectra on the 2 A grid (3700-8114 A, 2208 bins) into SF and "
                     "AGN spectra, fractions, line ratios and BPT classes. Output keys: see README.")
-    parser.add_argument("spectra", help=".npy array of shape (B, 2208), or (2208,) for one spectrum")
-    parser.add_argument("--mass", help=".npy array with one positive mass per spectrum (needed unless "
-                                       "--no-normalize)")
+    parser.add_argument("spectra", help=".npy array (B, 2208) or (2208,), a folder of .npy chunks "
+                                        "(taken in name order), or a PREPARED.npz from `ddm-jax prepare`")
+    parser.add_argument("--mass", help=".npy array (or folder of chunks) with one positive mass per "
+                                       "spectrum; needed unless --no-normalize")
     parser.add_argument("--weights", default=str(DEFAULT_CHECKPOINT),
                         help=f"checkpoint directory made by `ddm-jax convert` (default: {DEFAULT_CHECKPOINT})")
-    parser.add_argument("-o", "--output", help="output .npz (default: SPECTRA's name with _ddm.npz)")
+    parser.add_argument("-o", "--output",
+                        help="OUT.npz (all in memory), or a folder: one .npy per key, written chunk by chunk "
+                             "with a manifest, for inputs of any size (default: SPECTRA's name + _ddm.npz)")
+    parser.add_argument("--resume", action="store_true", help="finish an interrupted folder run")
     parser.add_argument("--no-normalize", action="store_true",
                         help="spectra are already normalised as SPEC says; no mass needed")
     parser.add_argument("--bpt-scheme", default="standard", choices=SCHEMES,
                         help="[NII]-BPT classification: the standard scheme or the upstream notebook's")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                        help="spectra per device batch (and per checkpointed chunk of a folder run)")
+    dist = parser.add_argument_group("multi-host (one process per host; each writes OUT.shareIofN, "
+                                     "then `ddm-jax merge`)")
+    dist.add_argument("--distributed", action="store_true",
+                      help="call jax.distributed.initialize() and process this host's share of the rows")
+    dist.add_argument("--coordinator", help="host:port of process 0 (else from the cluster environment)")
+    dist.add_argument("--num-processes", type=int)
+    dist.add_argument("--process-id", type=int)
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
-    from ddm_jax.inference import Decomposer, ProgressPrinter
-    from ddm_jax.io import load_array, save_npz_atomic
+    import jax
 
-    spectra = load_array(args.spectra, "spectra")
-    mass = None if args.mass is None else load_array(args.mass, "mass")
+    from ddm_jax.errors import DDMError
+    from ddm_jax.inference import Decomposer, ProgressPrinter
+    from ddm_jax.io import save_npz_atomic
+    from ddm_jax.streaming import RowSource, decompose_to_folder
+
+    share = (0, 1)
+    if args.distributed:
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+        share = (jax.process_index(), jax.process_count())
     output = Path(args.output or Path(args.spectra).with_suffix("").as_posix() + "_ddm.npz")
+    prepared = Path(args.spectra).suffix == ".npz"
+    if prepared and (output.suffix != ".npz" or args.distributed or args.resume):
+        raise DDMError("a PREPARED.npz is decomposed in memory: write an .npz output (-o OUT.npz)")
     decomposer = Decomposer.from_checkpoint(args.weights, bpt_scheme=args.bpt_scheme, batch_size=args.batch_size)
-    result = decomposer(spectra, mass, normalize=not args.no_normalize, progress=ProgressPrinter())
-    save_npz_atomic(output, {"wavelength": decomposer.wavelength, **result})
-    print(f"decomposed {len(result['p_sf'])} spectra -> {output}")
+    mass = None if args.mass is None else RowSource(args.mass, "mass", None)
+    progress = ProgressPrinter()
+    if output.suffix == ".npz" and not args.distributed:
+        if args.resume:
+            raise DDMError("--resume works with a folder output (-o DIR), not with an .npz file")
+        carried = {}
+        if prepared:
+            from ddm_jax.prepare import load_prepared
+
+            arrays = load_prepared(args.spectra)
+            flux = arrays["flux"]
+            carried = {"ids": arrays["ids"], "meets_snr": arrays["meets_snr"],
+                       **{f"measured_{key}": arrays[key] for key in MEASURED_KEYS if key in arrays}}
+        else:
+            spectra = RowSource(args.spectra, "spectra", decomposer.ddm.config.n_bins)
+            flux = spectra.read(0, spectra.rows)
+        result = decomposer(flux, None if mass is None else mass.read(0, mass.rows),
+                            normalize=not args.no_normalize, progress=progress)
+        save_npz_atomic(output, {"wavelength": decomposer.wavelength, **result, **carried})
+        print(f"decomposed {len(result['p_sf'])} spectra -> {output}")
+        return 0
+    spectra = RowSource(args.spectra, "spectra", decomposer.ddm.config.n_bins)
+    if share[1] > 1:
+        output = output.with_name(f"{output.name}.share{share[0]}of{share[1]}")
+    written = decompose_to_folder(decomposer, spectra, mass, output, normalize=not args.no_normalize,
+                                  chunk_size=args.batch_size, resume=args.resume, share=share, progress=progress)
+    print(f"decomposed rows of {args.spectra} -> {written}")
     return 0

@@ -1,0 +1,180 @@
+"""`ddm-jax prepare`: SDSS files and plain arrays to PREPARED.npz; policies; bad input; atomic write."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from ddm_jax import cli, lines, prepare, resample
+from ddm_jax.errors import DDMError
+from spectra_helpers import (STRONG, WEAK, ppxf_sdss_path, sdss_like, sdss_pipeline_meets_snr,
+                             sdss_redshift)
+
+
+def _run(capsys, *argv):
+    """The console script in-process: (exit code, stderr lines)."""
+    code = cli.main(["prepare", *map(str, argv)])
+    return code, capsys.readouterr().err.splitlines()
+
+
+def _write_npz(path, spectrum, **extra):
+    np.savez(path, wavelength=spectrum.wavelength, flux=spectrum.flux, ivar=spectrum.ivar, **extra)
+
+
+def _coadd_hdu(path, drop=()):
+    from astropy.io import fits
+
+    data = fits.getdata(ppxf_sdss_path(STRONG), "COADD")
+    cols = [fits.Column(name=n, format="E" if n != "and_mask" else "J", array=data[n])
+            for n in ("loglam", "flux", "ivar", "and_mask") if n not in drop]
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(cols, name="COADD")]).writeto(path)
+
+
+def test_sdss_files_to_prepared_npz(tmp_path, capsys):
+    paths = [ppxf_sdss_path(STRONG), ppxf_sdss_path(WEAK)]
+    out = tmp_path / "prepared.npz"
+    code, err = _run(capsys, *paths, "-o", out, "--coverage", "fill", "--snr-policy", "warn")
+    assert code == 0
+    data = prepare.load_prepared(out)
+    assert list(data["ids"]) == [STRONG, WEAK]
+    assert list(data["line_names"]) == list(lines.LINE_NAMES)
+    np.testing.assert_array_equal(data["z"], [sdss_redshift(p) for p in paths])
+    np.testing.assert_array_equal(data["meets_snr"], [sdss_pipeline_meets_snr(p) for p in paths])
+    # Legacy SDSS spectra start at 3800 A observed: the blue end is filled and says so.
+    for row in range(2):
+        count, _ = resample.coverage_report(data["mask"][row])
+        assert count > 0 and np.sum(data["mask"][row] & resample.FILLED != 0) >= count
+    assert any("1 of 2 spectra fail the S/N > 8 gate" in line for line in err)
+    assert any(line.startswith(f"wrote {out}") for line in err)
+
+
+def test_refuse_is_the_default_and_names_the_file(tmp_path, capsys):
+    synthetic = sdss_like(z=0.05, noise=1.0, rng=np.random.default_rng(3), spec_id="covered")
+    _write_npz(tmp_path / "covered.npz", synthetic, z=0.05)
+    out = tmp_path / "prepared.npz"
+    code, err = _run(capsys, ppxf_sdss_path(STRONG), tmp_path / "covered.npz", "-o", out)
+    assert code == 0
+    assert list(prepare.load_prepared(out)["ids"]) == ["covered"]
+    refused = [line for line in err if str(ppxf_sdss_path(STRONG)) in line]
+    assert len(refused) == 1 and "not covered" in refused[0] and "skipped" in refused[0]
+
+
+def test_snr_gate_skips_by_default(tmp_path, capsys):
+    out = tmp_path / "prepared.npz"
+    code, err = _run(capsys, ppxf_sdss_path(STRONG), ppxf_sdss_path(WEAK), "-o", out, "--coverage", "fill")
+    assert code == 0
+    assert list(prepare.load_prepared(out)["ids"]) == [STRONG]
+    assert any(line.startswith(f"{WEAK}: S/N <= 8 in") and "hbeta" in line for line in err)
+    assert any("1 of 2 spectra fail" in line and "skipped" in line for line in err)
+
+
+def test_bad_files_are_named_and_the_batch_goes_on(tmp_path, capsys):
+    pytest.importorskip("astropy", reason="writing FITS test files needs astropy")
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    shutil.copy(ppxf_sdss_path(STRONG), batch / f"{STRONG}.fits")
+    (batch / "truncated.fits").write_bytes(ppxf_sdss_path(STRONG).read_bytes()[:30000])
+    _coadd_hdu(batch / "no_ivar.fits", drop=("ivar",))
+    _coadd_hdu(batch / "no_z.fits")
+    good = sdss_like(z=0.05, noise=1.0, rng=np.random.default_rng(4))
+    _write_npz(batch / "negative_z.npz", good, z=-0.01)
+    masked = sdss_like(z=0.05, noise=1.0, rng=np.random.default_rng(4))
+    masked.ivar[:] = 0.0
+    _write_npz(batch / "all_masked.npz", masked, z=0.05)
+    np.savez(batch / "no_ivar.npz", wavelength=good.wavelength, flux=good.flux, z=0.05)
+    (batch / "corrupt.npz").write_bytes((batch / "negative_z.npz").read_bytes()[:5000])
+    np.savetxt(batch / "reversed.csv", np.stack([good.wavelength[::-1], good.flux, good.ivar], 1),
+               delimiter=",", header="wavelength,flux,ivar", comments="")
+    out = tmp_path / "prepared.npz"
+    code, err = _run(capsys, batch, "-o", out, "--coverage", "fill", "--snr-policy", "warn")
+    assert code == 0
+    assert list(prepare.load_prepared(out)["ids"]) == [STRONG]
+    expected = {"truncated.fits": "truncated FITS file", "no_ivar.fits": "lacks column(s) ivar",
+                "no_z.fits": "no redshift", "negative_z.npz": "redshift must be finite and >= 0",
+                "all_masked.npz": "every pixel is masked", "reversed.csv": "not finite and strictly increasing",
+                "no_ivar.npz": "lacks ivar", "corrupt.npz": "unreadable .npz file"}
+    for name, reason in expected.items():
+        mentions = [line for line in err if line.startswith(str(batch / name))]
+        assert len(mentions) == 1 and reason in mentions[0], (name, mentions)
+    assert any("8 unreadable or invalid" in line for line in err)
+
+
+def test_plain_arrays_give_what_the_fits_file_gives(tmp_path, capsys):
+    pytest.importorskip("astropy", reason="reading the SDSS file needs astropy")
+    from astropy.io import fits
+
+    data = fits.getdata(ppxf_sdss_path(STRONG), "COADD")
+    wavelength, flux = 10.0 ** data["loglam"].astype(np.float64), data["flux"].astype(np.float64)
+    ivar, and_mask = data["ivar"].astype(np.float64), data["and_mask"]
+    np.save(tmp_path / "as_npy.npy", np.stack([wavelength, flux, np.where(and_mask, 0.0, ivar)]))
+    np.savetxt(tmp_path / "as_csv.csv", np.stack([wavelength, flux, ivar, and_mask], 1), fmt="%.17g",
+               delimiter=",", header="wavelength,flux,ivar,mask", comments="")
+    np.savez(tmp_path / "as_npz.npz", wavelength=wavelength, flux=np.stack([flux, flux]),
+             ivar=np.stack([ivar, ivar]), mask=np.stack([and_mask, and_mask]))
+    z = sdss_redshift(ppxf_sdss_path(STRONG))
+    (tmp_path / "z.csv").write_text(f"id,z\nas_npy,{z!r}\nas_csv,{z!r}\nas_npz#0,{z!r}\nas_npz#1,{z!r}\n")
+    out = tmp_path / "prepared.npz"
+    code, _ = _run(capsys, ppxf_sdss_path(STRONG), tmp_path / "as_npy.npy", tmp_path / "as_csv.csv",
+                   tmp_path / "as_npz.npz", "-o", out, "--coverage", "fill", "--z-table", tmp_path / "z.csv")
+    assert code == 0
+    result = prepare.load_prepared(out)
+    assert list(result["ids"]) == [STRONG, "as_npy", "as_csv", "as_npz#0", "as_npz#1"]
+    for row in range(1, 5):
+        for key in ("flux", "ivar", "mask", "line_flux"):
+            np.testing.assert_array_equal(result[key][row], result[key][0], err_msg=f"{key}, row {row}")
+
+
+def test_failed_run_leaves_the_old_output_and_no_temporary_file(tmp_path, capsys):
+    out = tmp_path / "prepared.npz"
+    out.write_bytes(b"previous result")
+    code, err = _run(capsys, ppxf_sdss_path(STRONG), "-o", out)  # refused: nothing to write
+    assert code == 2 and err[-1].startswith("ddm-jax prepare: error: no spectrum left")
+    assert out.read_bytes() == b"previous result"
+    assert [p.name for p in tmp_path.iterdir()] == ["prepared.npz"]
+
+
+def test_write_failure_midway_leaves_the_old_output(tmp_path, monkeypatch):
+    out = tmp_path / "prepared.npz"
+    out.write_bytes(b"previous result")
+
+    def disk_full(handle, **arrays):
+        handle.write(b"half an archive")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(prepare.np, "savez", disk_full)
+    with pytest.raises(DDMError, match="prepared.npz: cannot write .No space left on device"):
+        prepare.write_prepared(out, {"flux": np.zeros(3)})
+    assert out.read_bytes() == b"previous result"
+    assert [p.name for p in tmp_path.iterdir()] == ["prepared.npz"]
+
+
+def test_load_prepared_rejects_what_is_not_a_prepared_file(tmp_path, capsys):
+    out = tmp_path / "prepared.npz"
+    code, _ = _run(capsys, ppxf_sdss_path(STRONG), "-o", out, "--coverage", "fill")
+    assert code == 0
+    arrays = prepare.load_prepared(out)
+
+    missing = tmp_path / "missing.npz"
+    np.savez(missing, **{k: v for k, v in arrays.items() if k != "line_snr"})
+    with pytest.raises(DDMError, match=f"{missing}: not a PREPARED.npz: lacks line_snr"):
+        prepare.load_prepared(missing)
+
+    shifted = tmp_path / "shifted.npz"
+    np.savez(shifted, **dict(arrays, wavelength=arrays["wavelength"] + 1))
+    with pytest.raises(DDMError, match=f"{shifted}: wavelength is not the rest-frame grid"):
+        prepare.load_prepared(shifted)
+
+    short = tmp_path / "short.npz"
+    np.savez(short, **dict(arrays, flux=arrays["flux"][:, :100]))
+    with pytest.raises(DDMError, match=r"short.npz: flux has shape \(1, 100\)"):
+        prepare.load_prepared(short)
+
+    numbered = tmp_path / "numbered.npz"
+    np.savez(numbered, **dict(arrays, ids=np.arange(len(arrays["ids"]))))
+    with pytest.raises(DDMError, match=f"{numbered}: ids must be strings"):
+        prepare.load_prepared(numbered)
+
+    for name, content in (("text.npz", b"not an archive"), ("cut.npz", out.read_bytes()[:5000])):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(DDMError, match=f"{tmp_path / name}: not a readable PREPARED.npz"):
+            prepare.load_prepared(tmp_path / name)
