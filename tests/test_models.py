@@ -6,7 +6,7 @@ import pytest
 
 from ddm_jax.config import DDMConfig, RegressorConfig, conv_lengths, same_padding
 from ddm_jax.models import DDM, LineRatioRegressor, abstract_params, init_params
-from ddm_jax.preprocess import center, center_batch, normalize, normalize_batch
+from ddm_jax.preprocess import center, center_batch, median, normalize, normalize_batch
 
 from conftest import random_spectra
 
@@ -87,3 +87,16 @@ def test_preprocessing_vmap_matches_a_loop_and_spec():
     centred = np.asarray(center_batch(flux))
     np.testing.assert_allclose(centred, np.stack([np.asarray(center(f)) for f in flux]), rtol=1e-6)
     np.testing.assert_allclose(centred, flux - np.median(flux[:, window], 1, keepdims=True), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [1500, 1501, 2])
+def test_median_is_exact(n):
+    """The bisection median equals NumPy's bit for bit: negatives, duplicates, zeros, huge ranges."""
+    rng = np.random.default_rng(n)
+    for trial in range(30):
+        x = (rng.normal(size=n) * 10.0 ** rng.uniform(-20, 20)).astype(np.float32)
+        if trial % 3 == 0:
+            x = np.round(x)
+        if trial % 5 == 0:
+            x = -np.abs(x)
+        assert np.float32(median(x)) == np.float32(np.median(x)), (trial, x[:5])
