@@ -19,6 +19,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ddm_jax import bpt
@@ -53,6 +54,34 @@ def decompose_batch(ddm_params, regressor_params, spectra, mass, *, ddm: DDM, re
     return {"sf_spectrum": out.sf_spectrum, "agn_spectrum": out.agn_spectrum, "p_sf": out.p_sf,
             "p_agn": out.p_agn, "p_total": out.p_total, "sf_fraction": sf_fraction,
             "residual": residual, "line_ratios": line_ratios, "bpt_class": bpt_class}
+
+
+# Monte-Carlo dropout outputs (`samples` > 0): standard deviations over the dropout passes.
+STD_KEYS = ("sf_spectrum_std", "agn_spectrum_std", "p_sf_std", "p_agn_std", "p_total_std", "sf_fraction_std")
+
+
+@partial(jax.jit, static_argnames=("ddm", "normalize", "samples"))
+def dropout_std(ddm_params, spectra, mass, key, *, ddm: DDM, normalize: bool, samples: int) -> dict:
+    """Monte-Carlo dropout on one batch: the std of the DDM's outputs over `samples` passes with
+    dropout on (Welford's running moments, so memory does not grow with `samples`)."""
+    x = normalize_batch(spectra, mass) if normalize else spectra
+
+    def quantities(k):
+        out = ddm.apply({"params": ddm_params}, x, deterministic=False, rngs={"dropout": k})
+        return (out.sf_spectrum, out.agn_spectrum, out.p_sf, out.p_agn, out.p_total, jnp.clip(out.p_sf, 0.0, 1.0))
+
+    def step(carry, k):
+        count, mean, m2 = carry
+        values = quantities(k)
+        count = count + 1.0
+        delta = jax.tree.map(jnp.subtract, values, mean)
+        mean = jax.tree.map(lambda m, d: m + d / count, mean, delta)
+        m2 = jax.tree.map(lambda q, d, v, m: q + d * (v - m), m2, delta, values, mean)
+        return (count, mean, m2), None
+
+    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(quantities, key))
+    (count, _, m2), _ = lax.scan(step, (0.0, zeros, zeros), jax.random.split(key, samples))
+    return {name: jnp.sqrt(q / count) for name, q in zip(STD_KEYS, m2)}
 
 
 def validate_inputs(spectra, mass, n_bins: int, normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -104,11 +133,13 @@ class Decomposer:
 
     def __init__(self, ddm_params, regressor_params, ddm_config: DDMConfig = DDMConfig(),
                  regressor_config: RegressorConfig = RegressorConfig(), bpt_scheme: str = "standard",
-                 batch_size: int = DEFAULT_BATCH_SIZE):
+                 batch_size: int = DEFAULT_BATCH_SIZE, samples: int = 0, seed: int = 0):
         if bpt_scheme not in bpt.SCHEMES:
             raise DDMError(f"unknown BPT scheme {bpt_scheme!r}; choose one of {bpt.SCHEMES}")
         if batch_size < 1:
             raise DDMError(f"batch size must be positive, got {batch_size}")
+        if samples < 0 or samples == 1:
+            raise DDMError(f"Monte-Carlo dropout needs at least 2 samples (0 turns it off), got {samples}")
         if ddm_config.n_bins != regressor_config.n_bins:
             raise DDMError("the DDM and the regressor were built for different spectrum lengths")
         mesh = Mesh(np.array(jax.local_devices()), ("batch",))
@@ -118,6 +149,7 @@ class Decomposer:
             (ddm_params, regressor_params), NamedSharding(mesh, PartitionSpec()))
         self.ddm, self.regressor = DDM(ddm_config), LineRatioRegressor(regressor_config)
         self.bpt_scheme, self.batch_size = bpt_scheme, batch_size
+        self.samples, self.seed = samples, seed
         self.wavelength = wavelength_grid(ddm_config.n_bins)
 
     @classmethod
@@ -132,8 +164,12 @@ class Decomposer:
         """`rows` rounded up to a multiple of the device count."""
         return -(-rows // self.n_devices) * self.n_devices
 
-    def launch(self, spectra: np.ndarray, mass: np.ndarray | None, normalize: bool, size: int):
-        """Start one batch (padded to `size` rows by repeating the last) without waiting for it."""
+    def launch(self, spectra: np.ndarray, mass: np.ndarray | None, normalize: bool, size: int, first_row: int = 0):
+        """Start one batch (padded to `size` rows by repeating the last) without waiting for it.
+
+        `first_row` (the batch's first row in the whole input) seeds its dropout masks, so that a
+        resumed Monte-Carlo run reproduces an uninterrupted one.
+        """
         count = spectra.shape[0]
         mass = np.ones(count, np.float32) if mass is None else mass
         if count < size:
@@ -141,8 +177,13 @@ class Decomposer:
             spectra, mass = spectra[take], mass[take]
         spectra, mass = jax.device_put((np.asarray(spectra, np.float32), np.asarray(mass, np.float32).reshape(-1)),
                                        self.batch_sharding)
-        return decompose_batch(self.ddm_params, self.regressor_params, spectra, mass, ddm=self.ddm,
-                               regressor=self.regressor, normalize=normalize, bpt_scheme=self.bpt_scheme)
+        out = decompose_batch(self.ddm_params, self.regressor_params, spectra, mass, ddm=self.ddm,
+                              regressor=self.regressor, normalize=normalize, bpt_scheme=self.bpt_scheme)
+        if self.samples:
+            key = jax.random.fold_in(jax.random.PRNGKey(self.seed), first_row)
+            out.update(dropout_std(self.ddm_params, spectra, mass, key, ddm=self.ddm, normalize=normalize,
+                                   samples=self.samples))
+        return out
 
     @staticmethod
     def collect(launched, count: int) -> dict[str, np.ndarray]:
@@ -155,7 +196,10 @@ class Decomposer:
         shapes = jax.eval_shape(partial(decompose_batch, ddm=self.ddm, regressor=self.regressor,
                                         bpt_scheme=self.bpt_scheme), self.ddm_params, self.regressor_params,
                                 jax.ShapeDtypeStruct((1, n_bins), np.float32), jax.ShapeDtypeStruct((1,), np.float32))
-        return {key: (value.shape[1:], np.dtype(value.dtype)) for key, value in shapes.items()}
+        specs = {key: (value.shape[1:], np.dtype(value.dtype)) for key, value in shapes.items()}
+        if self.samples:
+            specs.update({std: specs[std[:-len("_std")]] for std in STD_KEYS})
+        return specs
 
     def describe(self) -> dict:
         """What determines the outputs: configs, BPT scheme and a digest of the params."""
@@ -163,11 +207,13 @@ class Decomposer:
         for leaf in jax.tree.leaves((self.ddm_params, self.regressor_params)):
             digest.update(np.asarray(leaf).tobytes())
         return {"ddm_config": config_to_dict(self.ddm.config), "regressor_config": config_to_dict(self.regressor.config),
-                "bpt_scheme": self.bpt_scheme, "params_sha256": digest.hexdigest()}
+                "bpt_scheme": self.bpt_scheme, "params_sha256": digest.hexdigest(),
+                "mc_dropout": {"samples": self.samples, "seed": self.seed}}
 
     def __call__(self, spectra, mass=None, normalize: bool = True,
                  progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
-        """Decompose spectra (B, n_bins) or (n_bins,): a dict of OUTPUT_KEYS NumPy arrays with B rows.
+        """Decompose spectra (B, n_bins) or (n_bins,): a dict of NumPy arrays with B rows
+        (OUTPUT_KEYS, and STD_KEYS with Monte-Carlo dropout).
 
         Batches are padded to a fixed size so that one compilation serves all; the next batch is
         dispatched before the previous one's results are fetched.
@@ -178,7 +224,7 @@ class Decomposer:
         results, pending = [], None
         for start in range(0, count, chunk):
             stop = min(start + chunk, count)
-            launched = self.launch(spectra[start:stop], mass[start:stop], normalize, chunk)
+            launched = self.launch(spectra[start:stop], mass[start:stop], normalize, chunk, first_row=start)
             if pending is not None:
                 results.append(self.collect(*pending))
                 if progress is not None:
@@ -187,7 +233,7 @@ class Decomposer:
         results.append(self.collect(*pending))
         if progress is not None:
             progress(count, count)
-        return {key: np.concatenate([r[key] for r in results]) for key in OUTPUT_KEYS}
+        return {key: np.concatenate([r[key] for r in results]) for key in results[0]}
 
 
 class ProgressPrinter:

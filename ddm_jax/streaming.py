@@ -225,7 +225,7 @@ def decompose_to_folder(decomposer: Decomposer, spectra: RowSource, mass: RowSou
             lo, hi, flux, masses = queue.pop(0).result()
             if index + 1 < len(todo):
                 queue.append(io.submit(load, todo[index + 1]))
-            launched = decomposer.launch(flux, masses, normalize, chunk)  # asynchronous dispatch
+            launched = decomposer.launch(flux, masses, normalize, chunk, first_row=lo)  # asynchronous dispatch
             if pending is not None:
                 commit(*pending[:2], decomposer.collect(*pending[2:]))
                 finished += pending[1] - pending[0]

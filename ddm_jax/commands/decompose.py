@@ -31,6 +31,10 @@ def add_parser(subparsers) -> None:
                         help="spectra are already normalised as SPEC says; no mass needed")
     parser.add_argument("--bpt-scheme", default="standard", choices=SCHEMES,
                         help="[NII]-BPT classification: the standard scheme or the upstream notebook's")
+    parser.add_argument("--samples", type=int, default=0,
+                        help="Monte-Carlo dropout passes; adds the *_std keys (standard deviations of the "
+                             "fractions and spectra). 0 (default) turns it off")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the Monte-Carlo dropout masks")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                         help="spectra per device batch (and per checkpointed chunk of a folder run)")
     dist = parser.add_argument_group("multi-host (one process per host; each writes OUT.shareIofN, "
@@ -59,7 +63,8 @@ def run(args) -> int:
     prepared = Path(args.spectra).suffix == ".npz"
     if prepared and (output.suffix != ".npz" or args.distributed or args.resume):
         raise DDMError("a PREPARED.npz is decomposed in memory: write an .npz output (-o OUT.npz)")
-    decomposer = Decomposer.from_checkpoint(args.weights, bpt_scheme=args.bpt_scheme, batch_size=args.batch_size)
+    decomposer = Decomposer.from_checkpoint(args.weights, bpt_scheme=args.bpt_scheme, batch_size=args.batch_size,
+                                            samples=args.samples, seed=args.seed)
     mass = None if args.mass is None else RowSource(args.mass, "mass", None)
     progress = ProgressPrinter()
     if output.suffix == ".npz" and not args.distributed:
