@@ -15,7 +15,9 @@ COMMANDS = ("convert", "decompose", "merge", "example", "prepare")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ddm-jax", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="ddm-jax", description="The Deep Decomposition Model in JAX: split galaxy spectra into their "
+                                    "star-forming and AGN parts.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(f"ddm_jax.commands.{name}").add_parser(subparsers)

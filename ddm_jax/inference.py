@@ -84,8 +84,12 @@ def dropout_std(ddm_params, spectra, mass, key, *, ddm: DDM, normalize: bool, sa
     return {name: jnp.sqrt(q / count) for name, q in zip(STD_KEYS, m2)}
 
 
-def validate_inputs(spectra, mass, n_bins: int, normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Check and shape inputs: (B, n_bins) float32 spectra and (B,) float32 masses (ones when unused)."""
+def validate_inputs(spectra, mass, n_bins: int, normalize: bool = True,
+                    first_row: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Check and shape inputs: (B, n_bins) float32 spectra and (B,) float32 masses (ones when unused).
+
+    Messages number rows from `first_row` (where these rows start in a larger input).
+    """
     spectra = np.asarray(spectra)
     if spectra.size == 0:
         raise DDMError("the spectra array is empty")
@@ -98,7 +102,8 @@ def validate_inputs(spectra, mass, n_bins: int, normalize: bool = True) -> tuple
                        f"got {spectra.shape}")
     bad = np.flatnonzero(~np.isfinite(spectra).all(axis=1))
     if bad.size:
-        raise DDMError(f"{bad.size} spectra hold NaN or inf (first: index {bad[0]}); mask or drop them first")
+        raise DDMError(f"{bad.size} spectra hold NaN or inf (first: row {first_row + bad[0]}); "
+                       "mask or drop them first")
     count = spectra.shape[0]
     if not normalize:
         return spectra.astype(np.float32), np.ones(count, np.float32)
@@ -113,13 +118,13 @@ def validate_inputs(spectra, mass, n_bins: int, normalize: bool = True) -> tuple
     mass = mass.reshape(count)
     bad = np.flatnonzero(~(np.isfinite(mass) & (mass > 0)))
     if bad.size:
-        raise DDMError(f"mass must be finite and positive; {bad.size} are not (first: index {bad[0]}, "
+        raise DDMError(f"mass must be finite and positive; {bad.size} are not (first: row {first_row + bad[0]}, "
                        f"value {mass[bad[0]]})")
     window_std = spectra[:, norm_window_slice(n_bins)].std(axis=1)
     flat = np.flatnonzero(window_std == 0)
     if flat.size:
         raise DDMError(f"{flat.size} spectra are constant over 4000-7000 A and cannot be normalised "
-                       f"(first: index {flat[0]})")
+                       f"(first: row {first_row + flat[0]})")
     return spectra.astype(np.float32), mass.astype(np.float32)
 
 
@@ -206,8 +211,8 @@ class Decomposer:
         digest = hashlib.sha256()
         for leaf in jax.tree.leaves((self.ddm_params, self.regressor_params)):
             digest.update(np.asarray(leaf).tobytes())
-        return {"ddm_config": config_to_dict(self.ddm.config), "regressor_config": config_to_dict(self.regressor.config),
-                "bpt_scheme": self.bpt_scheme, "params_sha256": digest.hexdigest(),
+        return {"ddm_config": config_to_dict(self.ddm.config),
+                "regressor_config": config_to_dict(self.regressor.config), "bpt_scheme": self.bpt_scheme, "params_sha256": digest.hexdigest(),
                 "mc_dropout": {"samples": self.samples, "seed": self.seed}}
 
     def __call__(self, spectra, mass=None, normalize: bool = True,
@@ -233,7 +238,8 @@ class Decomposer:
         results.append(self.collect(*pending))
         if progress is not None:
             progress(count, count)
-        return {key: np.concatenate([r[key] for r in results]) for key in results[0]}
+        keys = OUTPUT_KEYS + (STD_KEYS if self.samples else ())
+        return {key: np.concatenate([r[key] for r in results]) for key in keys}
 
 
 class ProgressPrinter:

@@ -148,7 +148,8 @@ def _gate(arrays: dict[str, np.ndarray], snr_policy: str, log) -> dict[str, np.n
     for i in failing:
         log(_snr_message(str(arrays["ids"][i]), arrays["line_snr"][i]))
     if failing.size:
-        action = "skipped" if snr_policy == "skip" else "kept with meets_snr = False (the DDM was not trained on such spectra)"
+        action = ("skipped" if snr_policy == "skip"
+                  else "kept with meets_snr = False (the DDM was not trained on such spectra)")
         log(f"{failing.size} of {len(arrays['ids'])} spectra fail the S/N > {lines.SNR_MIN:g} gate "
             f"({', '.join(lines.REQUIRED_LINES)}): {action}")
     if snr_policy == "skip":

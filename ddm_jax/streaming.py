@@ -25,7 +25,7 @@ import numpy as np
 
 from ddm_jax import __version__
 from ddm_jax.errors import DDMError
-from ddm_jax.inference import OUTPUT_KEYS, Decomposer, validate_inputs
+from ddm_jax.inference import Decomposer, validate_inputs
 
 MANIFEST, JOB, DONE = "manifest.json", "job.json", "done.json"
 MERGE_BLOCK = 8192  # rows copied at a time when merging shares
@@ -148,14 +148,11 @@ def _output_specs(decomposer: Decomposer, rows: int) -> dict[str, tuple]:
 
 def validate_stream(spectra: RowSource, mass: RowSource | None, start: int, stop: int, chunk: int,
                     n_bins: int, normalize: bool) -> None:
-    """Check every input row before any work (flat memory): errors name the global row index."""
+    """Check every input row before any work, a chunk at a time: errors name the row in the whole input."""
     for lo in range(start, stop, chunk):
         hi = min(lo + chunk, stop)
-        try:
-            validate_inputs(spectra.read(lo, hi), None if mass is None else mass.read(lo, hi), n_bins, normalize)
-        except DDMError as err:
-            raise DDMError(f"in rows {lo}-{hi - 1} of {spectra.paths[0] if len(spectra.paths) == 1 else spectra.paths[0].parent}: "
-                           f"{err} (indices count from row {lo})") from err
+        validate_inputs(spectra.read(lo, hi), None if mass is None else mass.read(lo, hi), n_bins, normalize,
+                        first_row=lo)
 
 
 def decompose_to_folder(decomposer: Decomposer, spectra: RowSource, mass: RowSource | None, output,

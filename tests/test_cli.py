@@ -1,6 +1,5 @@
 """The `ddm-jax` command line: convert + decompose, the .npz contract, and every bad input."""
 
-import pickle
 import subprocess
 import sys
 

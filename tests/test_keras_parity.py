@@ -1,7 +1,6 @@
 """Converted weights reproduce real Keras (tf_keras, Keras 2 semantics) output for output."""
 
 import h5py
-import numpy as np
 import pytest
 
 from ddm_jax.config import DDMConfig, RegressorConfig

@@ -53,7 +53,8 @@ def build_ddm(config: DDMConfig = DDMConfig(), agn_branch_first: bool = True):
         sf_hidden, sf_spectrum = branch("SF_spectrum")
         agn_hidden, agn_spectrum = branch("AGN_spectrum")
     # Upstream also builds two mass heads that reach no output: not part of the model or its file.
-    layers.Dense(1)(h), layers.Dense(1)(h)
+    for _ in range(2):
+        layers.Dense(1)(h)
     both = layers.Concatenate()([sf_hidden, agn_hidden])
 
     def head(name):
