@@ -1,0 +1,81 @@
+"""`ddm-jax train`: train or fine-tune the DDM and the regressor; rerun to resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from ddm_jax.config import PRESETS
+from ddm_jax.errors import DDMError
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train or fine-tune the DDM (and regressor) on SF and AGN spectra",
+        description="Train on composites w*SF + (1-w)*AGN of a spectral library (synthetic unless --library). "
+                    "RUN_DIR keeps checkpoints and metrics.jsonl: the same command resumes an interrupted run. "
+                    "The trained networks are exported as a checkpoint (RUN_DIR/model unless --output).")
+    parser.add_argument("run_dir", help="run directory (created; reused to resume)")
+    parser.add_argument("--library", help=".npz with 'sf' and 'agn' (N, 2208) spectra and optional "
+                                          "'sf_lines', 'agn_lines' (N, 8) line quantities")
+    parser.add_argument("--synthetic", type=int, default=2048, metavar="N",
+                        help="without --library: N synthetic SF and N AGN spectra (default 2048)")
+    parser.add_argument("--snr", type=float, default=30.0, help="S/N per bin of synthetic spectra (default 30)")
+    parser.add_argument("--spread", type=float, default=1.0,
+                        help="range of the synthetic spectra's parameters, 0-1 (default 1; small: near-homogeneous)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="released",
+                        help="architecture when not fine-tuning (default: released)")
+    parser.add_argument("--init-from", help="checkpoint to fine-tune (from `ddm-jax convert` or a previous run)")
+    parser.add_argument("--config", help="JSON file of training settings (TrainConfig fields)")
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--learning-rate", type=float, help="peak learning rate of the DDM's optimiser")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--no-regressor", action="store_true", help="train the DDM only")
+    parser.add_argument("--regressor-only", action="store_true",
+                        help="train the regressor only (e.g. with --init-from a trained DDM)")
+    parser.add_argument("--max-seconds", type=float, help="stop (checkpointed) after this much wall-clock time")
+    parser.add_argument("-o", "--output", help="exported checkpoint (default: RUN_DIR/model, replaced)")
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
+    parser.set_defaults(run=run)
+
+
+def _train_config(args):
+    from ddm_jax.training import TrainConfig
+
+    config = TrainConfig()
+    if args.config:
+        try:
+            config = TrainConfig.from_dict(json.loads(Path(args.config).read_text()))
+        except (OSError, json.JSONDecodeError, TypeError) as err:
+            raise DDMError(f"cannot read training settings from {args.config}: {err}") from err
+    overrides = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed}
+    config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    if args.learning_rate is not None:
+        config = dataclasses.replace(config, ddm_optimizer=dataclasses.replace(
+            config.ddm_optimizer, learning_rate=args.learning_rate))
+    if args.no_regressor:
+        config = dataclasses.replace(config, train_regressor=False)
+    if args.regressor_only:
+        config = dataclasses.replace(config, train_ddm=False)
+    return config
+
+
+def run(args) -> int:
+    from ddm_jax.training import export_checkpoint, load_library, synthetic_library, train
+
+    config = _train_config(args)
+    if args.library:
+        library = load_library(args.library)
+    else:
+        library = synthetic_library(config.seed, args.synthetic, args.synthetic, args.snr, args.spread)
+    ddm_config, regressor_config = (None, None) if args.init_from else PRESETS[args.preset]
+    result = train(args.run_dir, library, config, ddm_config, regressor_config, init_from=args.init_from,
+                   max_seconds=args.max_seconds, progress=not args.quiet)
+    output = Path(args.output) if args.output else Path(args.run_dir) / "model"
+    export_checkpoint(output, result, overwrite=True)
+    state = "done" if result.completed else "stopped early; rerun the same command to continue"
+    print(f"step {result.step}/{config.steps} ({state}); {result.samples_per_second:.0f} samples/s; "
+          f"checkpoint -> {output}")
+    return 0

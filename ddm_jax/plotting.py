@@ -1,0 +1,177 @@
+"""Figures of a decomposition (the arrays of `decompose`'s OUT.npz) as PNG files.
+
+Figures are built on matplotlib's object API with the Agg canvas: no pyplot, no global
+backend switch, nothing shown on screen.
+
+    out = load_decomposition("OUT.npz")
+    save_png(spectrum_figure(out, 0), "spectrum_0.png")
+    save_png(bpt_figure(out), "bpt.png")
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+
+from ddm_jax import bpt
+from ddm_jax.errors import DDMError
+
+REQUIRED_KEYS = ("wavelength", "sf_spectrum", "agn_spectrum", "sf_fraction", "residual", "line_ratios")
+NII_HA, OIII_HB, SII_HA = 0, 1, 6  # regressor output indices (SPEC)
+COMPOSITE, SF, AGN = 0, 1, 2  # axis 1 of line_ratios
+DENSITY_THRESHOLD = 200  # above this many galaxies, composites are drawn as a density
+COLORS = {"composite": "black", "sf": "tab:blue", "agn": "tab:red", "model": "0.55"}
+NII_LIMITS = ((-2.0, 1.0), (-1.5, 1.5))
+SII_LIMITS = ((-1.5, 1.0), (-1.5, 1.5))
+DPI = 110
+
+
+def load_decomposition(path) -> dict:
+    """The arrays of a decompose output file, checked for the keys and shapes plots need."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            out = {key: data[key] for key in data.files}
+    except (OSError, ValueError) as err:
+        raise DDMError(f"cannot read {path} as a decompose output (.npz): {err}") from err
+    missing = [key for key in REQUIRED_KEYS if key not in out]
+    if missing:
+        raise DDMError(f"{path} lacks {missing}: is it the output of `ddm-jax decompose`?")
+    n, n_bins = out["sf_spectrum"].shape
+    expected = {"wavelength": (n_bins,), "agn_spectrum": (n, n_bins), "residual": (n, n_bins),
+                "sf_fraction": (n,)}
+    for key, shape in expected.items():
+        if out[key].shape != shape:
+            raise DDMError(f"{path}: {key} has shape {out[key].shape}, expected {shape}")
+    if out["line_ratios"].shape[:2] != (n, 3):
+        raise DDMError(f"{path}: line_ratios has shape {out['line_ratios'].shape}, expected ({n}, 3, 8)")
+    return out
+
+
+def save_png(figure: Figure, path) -> Path:
+    """Render `figure` to `path` as PNG, via a temporary file renamed when complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        figure.savefig(tmp, format="png", dpi=DPI)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _new_figure(size) -> Figure:
+    figure = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _draw_nii_lines(ax) -> None:
+    x = np.linspace(NII_LIMITS[0][0], bpt.KAUFFMANN03_ASYMPTOTE - 0.01, 200)
+    ax.plot(x, bpt.kauffmann03(x), "k--", lw=1, label="Kauffmann+03")
+    x = np.linspace(NII_LIMITS[0][0], bpt.KEWLEY01_NII_ASYMPTOTE - 0.01, 200)
+    ax.plot(x, bpt.kewley01_nii(x), "k-", lw=1, label="Kewley+01")
+    x = np.linspace(-0.18, NII_LIMITS[0][1], 50)  # Schawinski+07 from where it crosses Kewley
+    ax.plot(x, bpt.schawinski07(x), "k:", lw=1, label="Schawinski+07")
+    ax.set(xlim=NII_LIMITS[0], ylim=NII_LIMITS[1], xlabel=r"log [NII]/H$\alpha$", ylabel=r"log [OIII]/H$\beta$")
+
+
+def _draw_sii_lines(ax) -> None:
+    x = np.linspace(SII_LIMITS[0][0], bpt.KEWLEY01_SII_ASYMPTOTE - 0.01, 200)
+    ax.plot(x, bpt.kewley01_sii(x), "k-", lw=1, label="Kewley+01")
+    x = np.linspace(-0.31, SII_LIMITS[0][1], 50)  # Kewley+06 from where it crosses Kewley+01
+    ax.plot(x, bpt.kewley06_sii(x), "k:", lw=1, label="Kewley+06")
+    ax.set(xlim=SII_LIMITS[0], ylim=SII_LIMITS[1], xlabel=r"log [SII]/H$\alpha$", ylabel=r"log [OIII]/H$\beta$")
+
+
+def spectrum_figure(out: dict, index: int) -> Figure:
+    """Three panels for galaxy `index`: the decomposition, its residual, its [NII] BPT points.
+
+    Top: the normalised input, w * SF, (1 - w) * AGN and their sum (w = SF fraction).
+    """
+    n = out["sf_fraction"].shape[0]
+    if not 0 <= index < n:
+        raise DDMError(f"galaxy index {index} is out of range: the file holds {n} spectra")
+    wavelength, w = out["wavelength"], float(out["sf_fraction"][index])
+    sf_part = w * out["sf_spectrum"][index]
+    agn_part = (1.0 - w) * out["agn_spectrum"][index]
+    reconstruction = sf_part + agn_part
+    observed = reconstruction - out["residual"][index]  # residual = reconstruction - input
+
+    figure = _new_figure((13, 6))
+    grid = figure.add_gridspec(2, 2, width_ratios=(2.3, 1), height_ratios=(3, 1))
+    ax_spec = figure.add_subplot(grid[0, 0])
+    ax_res = figure.add_subplot(grid[1, 0], sharex=ax_spec)
+    ax_bpt = figure.add_subplot(grid[:, 1])
+
+    ax_spec.plot(wavelength, observed, color=COLORS["composite"], lw=0.8, label="input (normalised)")
+    ax_spec.plot(wavelength, sf_part, color=COLORS["sf"], lw=0.8, label=f"SF part x {w:.2f}")
+    ax_spec.plot(wavelength, agn_part, color=COLORS["agn"], lw=0.8, label=f"AGN part x {1 - w:.2f}")
+    ax_spec.plot(wavelength, reconstruction, color=COLORS["model"], lw=0.8, ls="--", label="sum")
+    ax_spec.set(title=f"Galaxy {index}: SF fraction {w:.2f}", ylabel="normalised flux")
+    ax_spec.legend(loc="upper right", fontsize=8)
+    ax_res.plot(wavelength, out["residual"][index], color=COLORS["composite"], lw=0.6)
+    ax_res.axhline(0.0, color=COLORS["model"], lw=0.8)
+    ax_res.set(title="Residual (reconstruction - input)", xlabel=r"rest wavelength ($\AA$)")
+
+    _draw_nii_lines(ax_bpt)
+    ratios = out["line_ratios"][index]
+    points = {name: (ratios[i, NII_HA], ratios[i, OIII_HB]) for i, name in enumerate(("composite", "sf", "agn"))}
+    for name in ("sf", "agn"):
+        ax_bpt.annotate("", xy=points[name], xytext=points["composite"],
+                        arrowprops={"arrowstyle": "->", "color": COLORS[name], "lw": 1})
+    for name, label in (("composite", "composite"), ("sf", "SF part"), ("agn", "AGN part")):
+        ax_bpt.scatter(*points[name], color=COLORS[name], s=40, zorder=3, label=label)
+    ax_bpt.set_title("[NII] BPT")
+    ax_bpt.legend(loc="lower left", fontsize=8)
+    return figure
+
+
+def _bpt_panel(ax, x, y, draw_lines, title: str) -> None:
+    """Composites (points, or a density when many) and each one's shift to its AGN part."""
+    draw_lines(ax)
+    finite = np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1)
+    x, y = x[finite], y[finite]
+    n = len(x)
+    segments = np.stack([np.stack([x[:, COMPOSITE], y[:, COMPOSITE]], -1), np.stack([x[:, AGN], y[:, AGN]], -1)], 1)
+    alpha = 0.6 if n <= DENSITY_THRESHOLD else max(0.03, 0.6 * DENSITY_THRESHOLD / n)
+    ax.add_collection(LineCollection(segments, colors=COLORS["agn"], linewidths=0.6, alpha=alpha,
+                                     label="shift to AGN part"))
+    if n > DENSITY_THRESHOLD:
+        (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+        # vmin below one count: a single galaxy's cell is grey, not white over the curves
+        ax.hexbin(x[:, COMPOSITE], y[:, COMPOSITE], gridsize=40, extent=(x0, x1, y0, y1), mincnt=1,
+                  cmap="Greys", norm=LogNorm(vmin=0.3), zorder=1)
+    else:
+        ax.scatter(x[:, COMPOSITE], y[:, COMPOSITE], color=COLORS["composite"], s=10, zorder=3, label="composite")
+    ax.scatter(x[:, AGN], y[:, AGN], color=COLORS["agn"], s=4, zorder=3, label="AGN part")
+    ax.set_title(f"{title} ({n} galaxies)")
+    ax.legend(loc="lower left", fontsize=8)
+
+
+def bpt_figure(out: dict) -> Figure:
+    """[NII] and [SII] BPT diagrams of a batch with each galaxy's composite -> AGN-part shift."""
+    ratios = out["line_ratios"]
+    figure = _new_figure((12, 5.5))
+    ax_nii, ax_sii = figure.subplots(1, 2)
+    _bpt_panel(ax_nii, ratios[..., NII_HA], ratios[..., OIII_HB], _draw_nii_lines, "[NII] BPT")
+    _bpt_panel(ax_sii, ratios[..., SII_HA], ratios[..., OIII_HB], _draw_sii_lines, "[SII] BPT")
+    return figure
+
+
+def plot_decomposition(path, output_dir, indices=None) -> list[Path]:
+    """Write `spectrum_<i>.png` for each index (default: the first three) and `bpt.png`."""
+    out = load_decomposition(path)
+    n = out["sf_fraction"].shape[0]
+    indices = range(min(n, 3)) if indices is None else indices
+    output_dir = Path(output_dir)
+    written = [save_png(spectrum_figure(out, i), output_dir / f"spectrum_{i}.png") for i in indices]
+    written.append(save_png(bpt_figure(out), output_dir / "bpt.png"))
+    return written
