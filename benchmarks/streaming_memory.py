@@ -4,8 +4,10 @@
 
 For each count it writes that many random spectra (and masses) to .npy files, runs the real
 CLI in a child process with folder output, and records the child's peak RSS
-(`getrusage(RUSAGE_CHILDREN).ru_maxrss`; each count runs in its own grandchild so the peaks
-do not mix) and its throughput. Results go to benchmarks/results/streaming_memory.json.
+(`getrusage(RUSAGE_CHILDREN).ru_maxrss`) and its throughput. Each count's CLI run is the only
+child of a small process of its own, which does nothing else: a fork inherits its parent's
+resident pages into the child's peak, so the inputs are written elsewhere. Results go to
+benchmarks/results/streaming_memory.json.
 """
 
 from __future__ import annotations
@@ -51,8 +53,7 @@ def make_checkpoint(path: Path, config: str) -> None:
 
 
 def measure_one(count: int, checkpoint: Path, work: Path, batch_size: int) -> dict:
-    """Runs in its own process: its RUSAGE_CHILDREN peak is that of this count's CLI run alone."""
-    make_inputs(work, count)
+    """Runs in its own small process: its RUSAGE_CHILDREN peak is that of this count's CLI run alone."""
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "ddm_jax.cli", "decompose", str(work / "spectra.npy"), "--mass",
                     str(work / "mass.npy"), "--weights", str(checkpoint), "-o", str(work / "out"),
@@ -64,14 +65,22 @@ def measure_one(count: int, checkpoint: Path, work: Path, batch_size: int) -> di
             "spectra_per_s": round(count / seconds, 1)}
 
 
+def run_script(*args: str) -> str:
+    return subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True, text=True).stdout
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--counts", type=int, nargs="+", default=[20_000, 200_000])
     parser.add_argument("--config", default="released", choices=["released", "tiny"])
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--make", type=int, help=argparse.SUPPRESS)  # internal: write the inputs
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: measure one count
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.make is not None:
+        make_inputs(Path(args.work), args.make)
+        return
     if args.one is not None:
         work = Path(args.work)
         print(json.dumps(measure_one(args.one, work / "checkpoint", work, args.batch_size)))
@@ -81,9 +90,9 @@ def main() -> None:
         tmp = Path(tmp)
         make_checkpoint(tmp / "checkpoint", args.config)
         for count in args.counts:
-            out = subprocess.run([sys.executable, __file__, "--one", str(count), "--work", str(tmp),
-                                  "--batch-size", str(args.batch_size)], check=True, capture_output=True, text=True)
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            run_script("--make", str(count), "--work", str(tmp))
+            out = run_script("--one", str(count), "--work", str(tmp), "--batch-size", str(args.batch_size))
+            rows.append(json.loads(out.strip().splitlines()[-1]))
             print(rows[-1], flush=True)
             for name in ("spectra.npy", "mass.npy", "out"):
                 path = tmp / name
