@@ -26,7 +26,7 @@ from ddm_jax import bpt
 from ddm_jax.config import (DDMConfig, RegressorConfig, config_from_dict, config_to_dict, norm_window_slice,
                             wavelength_grid)
 from ddm_jax.errors import DDMError
-from ddm_jax.models import DDM, LineRatioRegressor
+from ddm_jax.models import COMPUTE_DTYPES, DDM, LineRatioRegressor
 from ddm_jax.preprocess import center_batch, normalize_batch
 
 # The output contract of `decompose` (and of OUT.npz, with `wavelength`), in order.
@@ -138,11 +138,14 @@ class Decomposer:
 
     def __init__(self, ddm_params, regressor_params, ddm_config: DDMConfig = DDMConfig(),
                  regressor_config: RegressorConfig = RegressorConfig(), bpt_scheme: str = "standard",
-                 batch_size: int = DEFAULT_BATCH_SIZE, samples: int = 0, seed: int = 0):
+                 batch_size: int = DEFAULT_BATCH_SIZE, samples: int = 0, seed: int = 0,
+                 precision: str = "float32"):
         if bpt_scheme not in bpt.SCHEMES:
             raise DDMError(f"unknown BPT scheme {bpt_scheme!r}; choose one of {bpt.SCHEMES}")
         if batch_size < 1:
             raise DDMError(f"batch size must be positive, got {batch_size}")
+        if precision not in COMPUTE_DTYPES:
+            raise DDMError(f"unknown precision {precision!r}; choose one of {sorted(COMPUTE_DTYPES)}")
         if samples < 0 or samples == 1:
             raise DDMError(f"Monte-Carlo dropout needs at least 2 samples (0 turns it off), got {samples}")
         if ddm_config.n_bins != regressor_config.n_bins:
@@ -152,8 +155,9 @@ class Decomposer:
         self.batch_sharding = NamedSharding(mesh, PartitionSpec("batch"))
         self.ddm_params, self.regressor_params = jax.device_put(
             (ddm_params, regressor_params), NamedSharding(mesh, PartitionSpec()))
-        self.ddm, self.regressor = DDM(ddm_config), LineRatioRegressor(regressor_config)
-        self.bpt_scheme, self.batch_size = bpt_scheme, batch_size
+        dtype = COMPUTE_DTYPES[precision]  # params stay float32; bf16 casts the computation only
+        self.ddm, self.regressor = DDM(ddm_config, dtype=dtype), LineRatioRegressor(regressor_config, dtype=dtype)
+        self.bpt_scheme, self.batch_size, self.precision = bpt_scheme, batch_size, precision
         self.samples, self.seed = samples, seed
         self.wavelength = wavelength_grid(ddm_config.n_bins)
 
@@ -213,7 +217,7 @@ class Decomposer:
             digest.update(np.asarray(leaf).tobytes())
         return {"ddm_config": config_to_dict(self.ddm.config),
                 "regressor_config": config_to_dict(self.regressor.config), "bpt_scheme": self.bpt_scheme, "params_sha256": digest.hexdigest(),
-                "mc_dropout": {"samples": self.samples, "seed": self.seed}}
+                "mc_dropout": {"samples": self.samples, "seed": self.seed}, "precision": self.precision}
 
     def __call__(self, spectra, mass=None, normalize: bool = True,
                  progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:

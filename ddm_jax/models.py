@@ -7,11 +7,13 @@ channels-last flatten in (length, channels) order, dropout off unless `determini
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from functools import partial
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from ddm_jax.config import ConvSpec, DDMConfig, RegressorConfig, same_padding
 
@@ -26,22 +28,72 @@ class DDMOutputs(NamedTuple):
     p_total: jax.Array
 
 
+# Spectra per step of the conv stack: a chunk's activations stay in cache from one layer to the next
+# (a 16-spectrum chunk of the regressor's first layer is 9 MB, a 256-spectrum batch 145 MB);
+# measured ~10 % faster than the whole batch at once on a 2-core CPU, see benchmarks/README.md.
+CONV_CHUNK = 16
+
+
+# Computation dtypes by name (float32 is the default; bfloat16 is opt-in, see `DDM`).
+COMPUTE_DTYPES = {"float32": None, "bf16": jnp.bfloat16}
+
+
+def _as_float32(dtype, outputs):
+    """Reduced-precision outputs back to float32; float32 ones untouched."""
+    return outputs if dtype is None else jax.tree.map(lambda a: a.astype(jnp.float32), outputs)
+
+
+class ConvWeights(nn.Module):
+    """One Conv1D layer's params in nn.Conv's layout: kernel (k, in, out), optional bias (out,)."""
+
+    spec: ConvSpec
+    in_features: int
+
+    @nn.compact
+    def __call__(self):
+        kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                            (self.spec.kernel, self.in_features, self.spec.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.spec.features,)) if self.spec.bias else None
+        return kernel, bias
+
+
+def conv1d_same(x, kernel, stride: int):
+    """Keras Conv1D(padding='same') on channels-last x (B, L, C); kernel (k, C, C')."""
+    pad = same_padding(x.shape[-2], kernel.shape[0], stride)
+    return lax.conv_general_dilated(x, kernel, (stride,), [pad], dimension_numbers=("NWC", "WIO", "NWC"))
+
+
 class ConvStack(nn.Module):
-    """Conv1D('same') + LeakyReLU per layer; (B, L) or (B, L, C) in, (B, L', C') out."""
+    """Conv1D('same') + LeakyReLU per layer; (B, L) or (B, L, C) in, (B, L', C') out.
+
+    The batch runs through all layers `chunk` spectra at a time (see CONV_CHUNK).
+    XLA's own convolution is kept: an explicit im2col + one matmul per layer measured
+    2-3x slower here, since the patch matrix of a whole batch does not fit in cache.
+    """
 
     convs: tuple[ConvSpec, ...]
     negative_slope: float
+    dtype: Any = None  # computation dtype; params stay float32
+    chunk: int = CONV_CHUNK
 
     @nn.compact
     def __call__(self, x):
         if x.ndim == 2:
             x = x[..., None]
-        for i, spec in enumerate(self.convs, start=1):
-            pad = same_padding(x.shape[-2], spec.kernel, spec.stride)
-            x = nn.Conv(spec.features, (spec.kernel,), strides=(spec.stride,), padding=[pad],
-                        use_bias=spec.bias, name=f"conv_{i}")(x)
-            x = nn.leaky_relu(x, self.negative_slope)
-        return x
+        in_features = (x.shape[-1],) + tuple(spec.features for spec in self.convs[:-1])
+        weights = [ConvWeights(spec, cin, name=f"conv_{i}")()
+                   for i, (spec, cin) in enumerate(zip(self.convs, in_features), start=1)]
+        if self.dtype is not None:
+            x, weights = jax.tree.map(lambda a: a.astype(self.dtype), (x, weights))
+
+        def one_spectrum(h):  # (L, C) -> (L', C'); lax.map batches it `chunk` at a time
+            h = h[None]
+            for spec, (kernel, bias) in zip(self.convs, weights):
+                h = conv1d_same(h, kernel, spec.stride)
+                h = nn.leaky_relu(h if bias is None else h + bias, self.negative_slope)
+            return h[0]
+
+        return lax.map(one_spectrum, x, batch_size=self.chunk)
 
 
 class ProbabilityHead(nn.Module):
@@ -50,59 +102,68 @@ class ProbabilityHead(nn.Module):
     units: tuple[int, ...]
     dropout: float
     negative_slope: float
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x, deterministic: bool):
         for i, units in enumerate(self.units, start=1):
-            x = nn.leaky_relu(nn.Dense(units, name=f"dense_{i}")(x), self.negative_slope)
+            x = nn.leaky_relu(nn.Dense(units, dtype=self.dtype, name=f"dense_{i}")(x), self.negative_slope)
             x = nn.Dropout(self.dropout, deterministic=deterministic)(x)
-        return nn.Dense(1, name="out")(x)[..., 0]
+        return nn.Dense(1, dtype=self.dtype, name="out")(x)[..., 0]
 
 
 class DDM(nn.Module):
-    """Deep Decomposition Model: normalised spectra (B, n_bins) -> `DDMOutputs`."""
+    """Deep Decomposition Model: normalised spectra (B, n_bins) -> `DDMOutputs`.
+
+    `dtype` is the computation dtype (`COMPUTE_DTYPES`): with bfloat16, params (kept in
+    float32) and activations are cast to bfloat16 and the outputs back to float32.
+    """
 
     config: DDMConfig = DDMConfig()
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, spectra, deterministic: bool = True) -> DDMOutputs:
         cfg = self.config
         act = lambda y: nn.leaky_relu(y, cfg.negative_slope)  # noqa: E731
-        h = ConvStack(cfg.convs, cfg.negative_slope, name="trunk")(spectra)
+        dense = partial(nn.Dense, dtype=self.dtype)
+        h = ConvStack(cfg.convs, cfg.negative_slope, self.dtype, name="trunk")(spectra)
         h = h.reshape(h.shape[0], -1)  # (length, channels) order, as Keras Flatten
         for i, (units, rate) in enumerate(zip(cfg.trunk_units, cfg.trunk_dropout), start=1):
-            h = nn.Dropout(rate, deterministic=deterministic)(act(nn.Dense(units, name=f"dense_{i}")(h)))
+            h = nn.Dropout(rate, deterministic=deterministic)(act(dense(units, name=f"dense_{i}")(h)))
 
         def branch(name):
-            hidden = act(nn.Dense(cfg.branch_units, name=f"{name}_dense")(h))
+            hidden = act(dense(cfg.branch_units, name=f"{name}_dense")(h))
             hidden = nn.Dropout(cfg.branch_dropout, deterministic=deterministic)(hidden)
-            return hidden, nn.Dense(cfg.n_bins, name=f"{name}_spectrum")(hidden)
+            return hidden, dense(cfg.n_bins, name=f"{name}_spectrum")(hidden)
 
         agn_hidden, agn_spectrum = branch("agn")
         sf_hidden, sf_spectrum = branch("sf")
         both = jnp.concatenate([sf_hidden, agn_hidden], axis=-1)  # SF first, as upstream
         head = lambda name: ProbabilityHead(cfg.head_units, cfg.head_dropout, cfg.negative_slope,  # noqa: E731
-                                            name=name)(both, deterministic)
+                                            self.dtype, name=name)(both, deterministic)
         p_sf, p_agn = head("sf_head"), head("agn_head")
-        p_total = nn.Dense(1, name="total")(act(p_sf + p_agn)[..., None])[..., 0]
-        return DDMOutputs(sf_spectrum, agn_spectrum, p_sf, p_agn, p_total)
+        p_total = dense(1, name="total")(act(p_sf + p_agn)[..., None])[..., 0]
+        return DDMOutputs(*_as_float32(self.dtype, (sf_spectrum, agn_spectrum, p_sf, p_agn, p_total)))
 
 
 class LineRatioRegressor(nn.Module):
     """Centred spectra (B, n_bins) -> eight line-ratio outputs (B, 8); see `LINE_RATIO_NAMES`."""
 
     config: RegressorConfig = RegressorConfig()
+    dtype: Any = None  # computation dtype, as in `DDM`
 
     @nn.compact
     def __call__(self, spectra, deterministic: bool = True):
         cfg = self.config
         act = lambda y: nn.leaky_relu(y, cfg.negative_slope)  # noqa: E731
-        h = ConvStack(cfg.convs, cfg.negative_slope, name="convs")(spectra)
+        dense = partial(nn.Dense, dtype=self.dtype)
+        h = ConvStack(cfg.convs, cfg.negative_slope, self.dtype, name="convs")(spectra)
         h = h.reshape(h.shape[0], -1)
-        h = act(act(nn.Dense(cfg.dense_units[0], name="dense_1")(h)))  # upstream applies LReLU twice
-        h = act(nn.Dense(cfg.dense_units[1], name="dense_2")(h))
+        h = act(act(dense(cfg.dense_units[0], name="dense_1")(h)))  # upstream applies LReLU twice
+        h = act(dense(cfg.dense_units[1], name="dense_2")(h))
         h = nn.Dropout(cfg.dropout, deterministic=deterministic)(h)
-        return nn.Dense(cfg.n_outputs, name="out")(h)
+        return _as_float32(self.dtype, dense(cfg.n_outputs, name="out")(h))
 
 
 def init_params(model: nn.Module, seed: int = 0):

@@ -35,6 +35,9 @@ def add_parser(subparsers) -> None:
                         help="Monte-Carlo dropout passes; adds the *_std keys (standard deviations of the "
                              "fractions and spectra). 0 (default) turns it off")
     parser.add_argument("--seed", type=int, default=0, help="seed of the Monte-Carlo dropout masks")
+    parser.add_argument("--precision", default="float32", choices=["float32", "bf16"],
+                        help="computation precision; bf16 is opt-in (params stay float32, outputs are float32; "
+                             "see README for its measured deviation)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                         help="spectra per device batch (and per checkpointed chunk of a folder run)")
     dist = parser.add_argument_group("multi-host (one process per host; each writes OUT.shareIofN, "
@@ -64,7 +67,7 @@ def run(args) -> int:
     if prepared and (output.suffix != ".npz" or args.distributed or args.resume):
         raise DDMError("a PREPARED.npz is decomposed in memory: write an .npz output (-o OUT.npz)")
     decomposer = Decomposer.from_checkpoint(args.weights, bpt_scheme=args.bpt_scheme, batch_size=args.batch_size,
-                                            samples=args.samples, seed=args.seed)
+                                            samples=args.samples, seed=args.seed, precision=args.precision)
     mass = None if args.mass is None else RowSource(args.mass, "mass", None)
     progress = ProgressPrinter()
     if output.suffix == ".npz" and not args.distributed:

@@ -1,0 +1,42 @@
+"""Smoke test of the benchmark command (`python -m benchmarks.run --quick`): files and fields, no timings."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_quick_benchmark_writes_json_markdown_and_plot(tmp_path):
+    frameworks = ["jax-float32"] + (["torch-eager"] if importlib.util.find_spec("torch") else [])
+    command = [sys.executable, "-m", "benchmarks.run", "--quick", "--batch-sizes", "2", "--out", str(tmp_path),
+               "--name", "smoke", "--frameworks", *frameworks]
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True, timeout=600)
+
+    report = json.loads((tmp_path / "smoke.json").read_text())
+    env = report["environment"]
+    for field in ("date", "cpu", "cpu_count", "versions", "xla_flags", "load_average_start", "load_average_end"):
+        assert field in env, field
+    assert "jax" in env["versions"]
+    assert report["preset"] == "tiny" and report["batch_sizes"] == [2]
+    assert report["matmul_roofline_gflops"]["float32_peak"] > 0
+    assert set(report["flops_per_spectrum"]) == {"ddm", "pipeline"}
+    cells = {(r["workload"], r["framework"]): r for r in report["results"]}
+    assert set(cells) == {(w, f) for w in ("ddm", "pipeline") for f in frameworks}
+    for (workload, framework), cell in cells.items():
+        assert cell["batch"] == 2 and cell["dtype"] == "float32"
+        assert len(cell["times_s"]) >= 2 and cell["spectra_per_s"] > 0
+        for field in ("median_s", "min_s", "gflops_per_s", "roofline_fraction", "rss_peak_increase_mb",
+                      "first_call_s", "ratio_to_keras"):
+            assert field in cell, (workload, framework, field)
+    assert cells[("pipeline", "jax-float32")]["xla_buffers_mb"] > 0
+    if "torch-eager" in frameworks:  # the same weights and inputs: the outputs agree
+        deviation = cells[("pipeline", "torch-eager")]["deviation_from_jax_float32"]
+        assert deviation["line_ratios"]["max_rel"] < 1e-3
+        assert deviation["bpt_class"]["mismatch_fraction"] == 0.0
+
+    table = (tmp_path / "smoke.md").read_text()
+    assert "## ddm: spectra/s" in table and "## pipeline: spectra/s" in table and "jax-float32" in table
+    if importlib.util.find_spec("matplotlib"):  # the plot is optional (the `bench` extra)
+        assert (tmp_path / "smoke.png").stat().st_size > 0
