@@ -238,7 +238,7 @@ def markdown(report: dict) -> str:
              f"- XLA_FLAGS: `{env['xla_flags'] or '(none)'}`",
              f"- matmul roofline (best {roof['size']}^3 float32 matmul): {roof['float32_peak']:.0f} GFLOP/s "
              f"(NumPy {roof['numpy_float32']:.0f}, XLA {roof['jax_float32']:.0f}; XLA bf16 {roof['jax_bf16']:.0f})",
-             f"- FLOPs per spectrum: " + ", ".join(f"{w} {f / 1e6:.0f} M" for w, f in report["flops_per_spectrum"].items()),
+             "- FLOPs per spectrum: " + ", ".join(f"{w} {f / 1e6:.0f} M" for w, f in report["flops_per_spectrum"].items()),
              f"- {report['method']['statistic']}; memory: {report['method']['memory']}", ""]
     frameworks = report["frameworks"]
     by_key = {(r["workload"], r["batch"], r["framework"]): r for r in report["results"]}

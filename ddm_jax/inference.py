@@ -216,7 +216,8 @@ class Decomposer:
         for leaf in jax.tree.leaves((self.ddm_params, self.regressor_params)):
             digest.update(np.asarray(leaf).tobytes())
         return {"ddm_config": config_to_dict(self.ddm.config),
-                "regressor_config": config_to_dict(self.regressor.config), "bpt_scheme": self.bpt_scheme, "params_sha256": digest.hexdigest(),
+                "regressor_config": config_to_dict(self.regressor.config), "bpt_scheme": self.bpt_scheme,
+                "params_sha256": digest.hexdigest(),
                 "mc_dropout": {"samples": self.samples, "seed": self.seed}, "precision": self.precision}
 
     def __call__(self, spectra, mass=None, normalize: bool = True,
