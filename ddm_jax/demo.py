@@ -200,7 +200,7 @@ def score(data: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> dict:
     rmse = lambda a, b: float(np.sqrt(np.mean((a - b) ** 2)))
     true_lines = data["true_line_ratios"]  # (n, 2, 8): SF part, AGN part
     true_class = np.asarray(bpt.classify_nii(true_lines[..., NII_HA], true_lines[..., OIII_HB]))
-    recovered_class = out["bpt_class"][:, 1:]  # COMPONENTS: composite, sf, agn
+    recovered_class = out["bpt_class"][:, 1:]  # axis 1: composite, SF part, AGN part
     recovered_lines = out["line_ratios"][:, 1:, [NII_HA, OIII_HB]]
     error = np.abs(out["sf_fraction"] - data["true_sf_fraction"])
     return {

@@ -30,9 +30,9 @@ from ddm_jax.models import COMPUTE_DTYPES, DDM, LineRatioRegressor
 from ddm_jax.preprocess import center_batch, normalize_batch
 
 # The output contract of `decompose` (and of OUT.npz, with `wavelength`), in order.
+# line_ratios (B, 3, 8) and bpt_class (B, 3): axis 1 is (composite, SF part, AGN part).
 OUTPUT_KEYS = ("sf_spectrum", "agn_spectrum", "p_sf", "p_agn", "p_total", "sf_fraction",
                "residual", "line_ratios", "bpt_class")
-COMPONENTS = ("composite", "sf", "agn")  # axis 1 of line_ratios and bpt_class
 NII_HA, OIII_HB = 0, 1  # regressor output indices (SPEC)
 DEFAULT_BATCH_SIZE = 256
 

@@ -1,12 +1,32 @@
-"""Atomic .npz output: never a partial file."""
+"""Safe .npz I/O: reading without pickles, atomic writing (never a partial file)."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from ddm_jax.errors import DDMError
+
+
+def load_npz(path, what: str, required=()) -> dict[str, np.ndarray]:
+    """Every array of an .npz (pickles refused); a DDMError naming the file if it is unreadable
+    or lacks a `required` key. `what` names the kind of file in messages (e.g. 'PREPARED.npz')."""
+    path = Path(path)
+    if not path.is_file():
+        raise DDMError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise DDMError(f"{path}: not a readable {what} ({err})") from None
+    missing = [key for key in required if key not in arrays]
+    if missing:
+        raise DDMError(f"{path}: not a {what}: lacks {', '.join(missing)}")
+    return arrays
 
 
 def save_npz_atomic(path, arrays: dict[str, np.ndarray]) -> Path:

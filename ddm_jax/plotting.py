@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 
 from ddm_jax import bpt
 from ddm_jax.errors import DDMError
+from ddm_jax.io import load_npz
 
 REQUIRED_KEYS = ("wavelength", "sf_spectrum", "agn_spectrum", "sf_fraction", "residual", "line_ratios")
 NII_HA, OIII_HB, SII_HA = 0, 1, 6  # regressor output indices (SPEC)
@@ -35,14 +36,7 @@ DPI = 110
 def load_decomposition(path) -> dict:
     """The arrays of a decompose output file, checked for the keys and shapes plots need."""
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            out = {key: data[key] for key in data.files}
-    except (OSError, ValueError) as err:
-        raise DDMError(f"cannot read {path} as a decompose output (.npz): {err}") from err
-    missing = [key for key in REQUIRED_KEYS if key not in out]
-    if missing:
-        raise DDMError(f"{path} lacks {missing}: is it the output of `ddm-jax decompose`?")
+    out = load_npz(path, "`ddm-jax decompose` output", REQUIRED_KEYS)
     n, n_bins = out["sf_spectrum"].shape
     expected = {"wavelength": (n_bins,), "agn_spectrum": (n, n_bins), "residual": (n, n_bins),
                 "sf_fraction": (n,)}

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import sys
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import numpy as np
 from ddm_jax import lines, resample, spectra_io
 from ddm_jax.config import N_BINS, wavelength_grid
 from ddm_jax.errors import DDMError
-from ddm_jax.io import save_npz_atomic
+from ddm_jax.io import load_npz, save_npz_atomic
 
 FORMAT = "ddm-jax-prepared/1"
 COVERAGE_POLICIES = ("refuse", "fill")
@@ -194,16 +193,7 @@ def load_prepared(path: str | os.PathLike) -> dict[str, np.ndarray]:
     shapes disagree with one another or with SPEC's grid.
     """
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except FileNotFoundError:
-        raise DDMError(f"{path}: no such file") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise DDMError(f"{path}: not a readable PREPARED.npz ({err})") from None
-    missing = [k for k in REQUIRED_KEYS if k not in arrays]
-    if missing:
-        raise DDMError(f"{path}: not a PREPARED.npz: lacks {', '.join(missing)}")
+    arrays = load_npz(path, "PREPARED.npz", REQUIRED_KEYS)
     _check_shapes(path, arrays)
     return arrays
 

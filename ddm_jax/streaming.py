@@ -17,7 +17,6 @@ import datetime
 import json
 import os
 import shutil
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -205,14 +204,11 @@ def decompose_to_folder(decomposer: Decomposer, spectra: RowSource, mass: RowSou
         hi = min(lo + chunk, stop)
         return lo, hi, spectra.read(lo, hi), None if mass is None else mass.read(lo, hi)
 
-    lock = threading.Lock()
-
-    def commit(lo, hi, result):
+    def commit(lo, hi, result):  # on the main thread only: rows first, then the record that they are done
         for key, writer in writers.items():
             writer.write(lo - start, result[key])
-        with lock:
-            done.add(lo)
-            _write_json_atomic(partial / DONE, sorted(done))
+        done.add(lo)
+        _write_json_atomic(partial / DONE, sorted(done))
 
     with ThreadPoolExecutor(max_workers=1) as io:
         pending, queue = None, [io.submit(load, lo) for lo in todo[:1]]

@@ -47,6 +47,7 @@ from ddm_jax import synthetic
 from ddm_jax.checkpoint import load_checkpoint, save_checkpoint
 from ddm_jax.config import DDMConfig, RegressorConfig, config_from_dict, config_to_dict, norm_window_slice
 from ddm_jax.errors import DDMError
+from ddm_jax.io import load_npz
 from ddm_jax.models import DDM, LineRatioRegressor, abstract_params
 from ddm_jax.preprocess import center_batch, normalize_batch
 
@@ -223,15 +224,7 @@ def _as_jax(array):
 
 def load_library(path) -> SpectralLibrary:
     """A library from an .npz with `sf`, `agn` (N, 2208) and optional `sf_lines`, `agn_lines` (N, 8)."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError) as err:
-        raise DDMError(f"cannot read the spectral library {path}: {err}") from err
-    missing = {"sf", "agn"} - set(arrays)
-    if missing:
-        raise DDMError(f"{path} lacks {sorted(missing)}; a library holds 'sf' and 'agn' arrays (N, {N_BINS})")
+    arrays = load_npz(path, f"spectral library (an .npz of 'sf' and 'agn' arrays (N, {N_BINS}))", ("sf", "agn"))
     return library_from_arrays(arrays["sf"], arrays["agn"], arrays.get("sf_lines"), arrays.get("agn_lines"))
 
 
