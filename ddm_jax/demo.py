@@ -71,11 +71,14 @@ class DemoRecipe:
     loss_weights: tuple[float, ...] = (1.0, 1.0, 4.0, 4.0, 1.0)
     ddm_optimizer: OptimizerConfig = DDM_OPTIMIZER
     regressor_optimizer: OptimizerConfig = REGRESSOR_OPTIMIZER
+    # The last steps without dropout: they remove the SF fraction's bias (TrainConfig.dropout_free_steps).
+    dropout_free_fraction: float = 0.15
     ddm_share: float = 0.75  # of the training time; the regressor costs ~2x the DDM per sample
-    ddm_steps_per_second: float = 1.25  # nominal speeds on a 2-core CPU, to plan the steps
-    regressor_steps_per_second: float = 0.6
-    startup_seconds: float = 25.0  # per network: initial params and compiling its train step
-    overhead_seconds: float = 50.0  # generating the library, evaluation, figures
+    # Nominal speeds on a 2-core CPU, to plan the steps (measured idle: 2.85 and 1.65 steps/s).
+    ddm_steps_per_second: float = 2.5
+    regressor_steps_per_second: float = 1.4
+    startup_seconds: float = 25.0  # per network: initial params and compiling its two train steps
+    overhead_seconds: float = 30.0  # generating the library, evaluation, figures
 
     def plan(self, budget_seconds: float) -> list[tuple[TrainConfig, float]]:
         """(TrainConfig, max_seconds) of the DDM and of the regressor: the budget less the
@@ -87,12 +90,14 @@ class DemoRecipe:
                            "evaluation")
         shares = (self.ddm_share * training, (1 - self.ddm_share) * training)
         common = {"seed": self.library_seed, "checkpoint_every": 50, "log_every": 5, "keep_checkpoints": 1}
-        ddm = TrainConfig(steps=max(1, round(shares[0] * self.ddm_steps_per_second)), batch_size=self.ddm_batch,
-                          ddm_optimizer=self.ddm_optimizer, train_regressor=False, loss_weights=self.loss_weights,
-                          **common)
-        regressor = TrainConfig(steps=max(1, round(shares[1] * self.regressor_steps_per_second)),
-                                batch_size=self.regressor_batch, train_ddm=False,
-                                regressor_optimizer=self.regressor_optimizer, **common)
+        ddm_steps = max(1, round(shares[0] * self.ddm_steps_per_second))
+        regressor_steps = max(1, round(shares[1] * self.regressor_steps_per_second))
+        ddm = TrainConfig(steps=ddm_steps, batch_size=self.ddm_batch, ddm_optimizer=self.ddm_optimizer,
+                          train_regressor=False, loss_weights=self.loss_weights,
+                          dropout_free_steps=round(self.dropout_free_fraction * ddm_steps), **common)
+        regressor = TrainConfig(steps=regressor_steps, batch_size=self.regressor_batch, train_ddm=False,
+                                regressor_optimizer=self.regressor_optimizer,
+                                dropout_free_steps=round(self.dropout_free_fraction * regressor_steps), **common)
         return [(ddm, self.startup_seconds + shares[0]), (regressor, self.startup_seconds + shares[1])]
 
 

@@ -31,7 +31,11 @@ class DDMOutputs(NamedTuple):
 # Spectra per step of the conv stack: a chunk's activations stay in cache from one layer to the next
 # (a 16-spectrum chunk of the regressor's first layer is 9 MB, a 256-spectrum batch 145 MB);
 # measured ~10 % faster than the whole batch at once on a 2-core CPU, see benchmarks/README.md.
+# Inference only: the backward pass through `lax.map` is ~20x slower on XLA:CPU than through the
+# whole batch at once (measured: 6.0 s vs 0.30 s for the DDM's conv stack at batch 32), so
+# training builds its models with `conv_chunk=None` (TRAINING_CONV_CHUNK).
 CONV_CHUNK = 16
+TRAINING_CONV_CHUNK = None
 
 
 # Computation dtypes by name (float32 is the default; bfloat16 is opt-in, see `DDM`).
@@ -66,7 +70,8 @@ def conv1d_same(x, kernel, stride: int):
 class ConvStack(nn.Module):
     """Conv1D('same') + LeakyReLU per layer; (B, L) or (B, L, C) in, (B, L', C') out.
 
-    The batch runs through all layers `chunk` spectra at a time (see CONV_CHUNK).
+    The batch runs through all layers `chunk` spectra at a time (see CONV_CHUNK), or all at
+    once with `chunk=None` (for gradients).
     XLA's own convolution is kept: an explicit im2col + one matmul per layer measured
     2-3x slower here, since the patch matrix of a whole batch does not fit in cache.
     """
@@ -74,7 +79,7 @@ class ConvStack(nn.Module):
     convs: tuple[ConvSpec, ...]
     negative_slope: float
     dtype: Any = None  # computation dtype; params stay float32
-    chunk: int = CONV_CHUNK
+    chunk: int | None = CONV_CHUNK
 
     @nn.compact
     def __call__(self, x):
@@ -86,14 +91,16 @@ class ConvStack(nn.Module):
         if self.dtype is not None:
             x, weights = jax.tree.map(lambda a: a.astype(self.dtype), (x, weights))
 
-        def one_spectrum(h):  # (L, C) -> (L', C'); lax.map batches it `chunk` at a time
-            h = h[None]
+        def stack(h):  # (B, L, C) -> (B, L', C')
             for spec, (kernel, bias) in zip(self.convs, weights):
                 h = conv1d_same(h, kernel, spec.stride)
                 h = nn.leaky_relu(h if bias is None else h + bias, self.negative_slope)
-            return h[0]
+            return h
 
-        return lax.map(one_spectrum, x, batch_size=self.chunk)
+        if self.chunk is None:
+            return stack(x)
+        # lax.map batches the per-spectrum function `chunk` at a time
+        return lax.map(lambda h: stack(h[None])[0], x, batch_size=self.chunk)
 
 
 class ProbabilityHead(nn.Module):
@@ -121,13 +128,14 @@ class DDM(nn.Module):
 
     config: DDMConfig = DDMConfig()
     dtype: Any = None
+    conv_chunk: int | None = CONV_CHUNK  # None for training (see CONV_CHUNK)
 
     @nn.compact
     def __call__(self, spectra, deterministic: bool = True) -> DDMOutputs:
         cfg = self.config
         act = lambda y: nn.leaky_relu(y, cfg.negative_slope)  # noqa: E731
         dense = partial(nn.Dense, dtype=self.dtype)
-        h = ConvStack(cfg.convs, cfg.negative_slope, self.dtype, name="trunk")(spectra)
+        h = ConvStack(cfg.convs, cfg.negative_slope, self.dtype, self.conv_chunk, name="trunk")(spectra)
         h = h.reshape(h.shape[0], -1)  # (length, channels) order, as Keras Flatten
         for i, (units, rate) in enumerate(zip(cfg.trunk_units, cfg.trunk_dropout), start=1):
             h = nn.Dropout(rate, deterministic=deterministic)(act(dense(units, name=f"dense_{i}")(h)))
@@ -152,13 +160,14 @@ class LineRatioRegressor(nn.Module):
 
     config: RegressorConfig = RegressorConfig()
     dtype: Any = None  # computation dtype, as in `DDM`
+    conv_chunk: int | None = CONV_CHUNK  # None for training (see CONV_CHUNK)
 
     @nn.compact
     def __call__(self, spectra, deterministic: bool = True):
         cfg = self.config
         act = lambda y: nn.leaky_relu(y, cfg.negative_slope)  # noqa: E731
         dense = partial(nn.Dense, dtype=self.dtype)
-        h = ConvStack(cfg.convs, cfg.negative_slope, self.dtype, name="convs")(spectra)
+        h = ConvStack(cfg.convs, cfg.negative_slope, self.dtype, self.conv_chunk, name="convs")(spectra)
         h = h.reshape(h.shape[0], -1)
         h = act(act(dense(cfg.dense_units[0], name="dense_1")(h)))  # upstream applies LReLU twice
         h = act(dense(cfg.dense_units[1], name="dense_2")(h))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ddm_jax.config import DDMConfig, RegressorConfig, conv_lengths, same_padding
-from ddm_jax.models import DDM, LineRatioRegressor, abstract_params, init_params
+from ddm_jax.models import CONV_CHUNK, DDM, LineRatioRegressor, abstract_params, init_params
 from ddm_jax.preprocess import center, center_batch, median, normalize, normalize_batch
 
 from conftest import random_spectra
@@ -100,3 +100,15 @@ def test_median_is_exact(n):
         if trial % 5 == 0:
             x = -np.abs(x)
         assert np.float32(median(x)) == np.float32(np.median(x)), (trial, x[:5])
+
+
+@pytest.mark.parametrize("model_class, config", [(DDM, DDMConfig.tiny()), (LineRatioRegressor, RegressorConfig.tiny())],
+                         ids=["ddm", "regressor"])
+def test_whole_batch_conv_stack_matches_the_chunked_one(model_class, config):
+    """Training's `conv_chunk=None` computes what inference's chunked stack does (same params)."""
+    params = init_params(model_class(config), seed=3)
+    x = random_spectra(CONV_CHUNK + 5, seed=2)  # one whole chunk and a short one
+    chunked = model_class(config).apply({"params": params}, x)
+    whole = model_class(config, conv_chunk=None).apply({"params": params}, x)
+    for a, b in zip(jax.tree.leaves(chunked), jax.tree.leaves(whole), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)

@@ -1,6 +1,7 @@
 """Training on the tiny configs: losses fall, kill-and-resume is exact, fine-tuning starts
 from the checkpoint, bad input gets a DDMError."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -27,19 +28,22 @@ from ddm_jax.training import (
     library_from_arrays,
     load_library,
     make_batch,
+    step_keys,
     synthetic_library,
     train,
 )
 
 TINY = (DDMConfig.tiny(), RegressorConfig.tiny())
 LIBRARY_ARGS = (0, 32, 32)  # seed, n_sf, n_agn
-CONFIG = TrainConfig(steps=40, batch_size=16, checkpoint_every=5, log_every=5,
+# The resume tests stop before the dropout-free phase and finish through it.
+CONFIG = TrainConfig(steps=40, batch_size=16, checkpoint_every=5, log_every=5, dropout_free_steps=10,
                      ddm_optimizer=OptimizerConfig(learning_rate=3e-3, warmup_steps=5),
                      regressor_optimizer=OptimizerConfig(learning_rate=3e-3, warmup_steps=5))
 KILL_AFTER_CHECKPOINT = 10  # the killed run must have saved this step, and not the last
 SUBPROCESS_TIMEOUT_S = 180
 HELD_OUT = 64
 FINE_TUNE_TOL = 1e-6  # the warmup makes step 0's learning rate 0: outputs stay the checkpoint's
+LOSS_RTOL = 1e-5  # the train step's losses against `evaluate`'s (other conv batching, same maths)
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +140,20 @@ def test_resuming_after_sigkill_gives_the_same_params(library_file, library, uni
     _assert_same_params(resumed.regressor_params, uninterrupted.regressor_params)
 
 
+def test_dropout_free_steps_train_the_networks_as_inference_runs_them(library, tmp_path):
+    """A step's logged losses are those of the params it started from: with dropout off they
+    equal the dropout-free `evaluate` of the initial params on the step's batch, with it on not."""
+    start = (fresh_params(DDM(TINY[0]), CONFIG.seed), fresh_params(LineRatioRegressor(TINY[1]), CONFIG.seed + 1))
+    batch = make_batch(library, step_keys(CONFIG.seed, 0)[0], CONFIG.batch_size, CONFIG.mass_range)
+    expected = {name: float(value) for name, value in evaluate(*start, batch, *TINY).items()}
+    for dropout_free_steps in (1, 0):
+        config = dataclasses.replace(CONFIG, steps=1, log_every=1, dropout_free_steps=dropout_free_steps)
+        train(tmp_path / str(dropout_free_steps), library, config, *TINY, progress=False)
+        record = json.loads((tmp_path / str(dropout_free_steps) / "metrics.jsonl").read_text())
+        deviation = max(abs(record[name] / expected[name] - 1) for name in record if name in expected)
+        assert deviation < LOSS_RTOL if dropout_free_steps else deviation > 1000 * LOSS_RTOL
+
+
 def test_fine_tuning_starts_from_the_checkpoint(library, held_out_batch, tmp_path):
     ddm_params, regressor_params = fresh_params(DDM(TINY[0]), 123), fresh_params(LineRatioRegressor(TINY[1]), 124)
     checkpoint = save_checkpoint(tmp_path / "start", ddm_params, regressor_params,
@@ -174,6 +192,8 @@ def test_bad_libraries_are_refused(sf, agn, message):
 
 
 def test_refuses_regressor_training_without_lines_and_changed_settings(library, tmp_path):
+    with pytest.raises(DDMError, match="dropout_free_steps"):
+        train(tmp_path / "d", library, TrainConfig(steps=5, dropout_free_steps=6), *TINY, progress=False)
     with pytest.raises(DDMError, match="nothing to train"):
         train(tmp_path / "c", library, TrainConfig(train_ddm=False, train_regressor=False), *TINY, progress=False)
     without_lines = library_from_arrays(library.sf, library.agn)

@@ -32,6 +32,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--learning-rate", type=float, help="peak learning rate of the DDM's optimiser")
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--dropout-free-steps", type=int, metavar="N",
+                        help="take the last N steps with dropout off (calibrates the outputs for inference)")
     parser.add_argument("--no-regressor", action="store_true", help="train the DDM only")
     parser.add_argument("--regressor-only", action="store_true",
                         help="train the regressor only (e.g. with --init-from a trained DDM)")
@@ -50,7 +52,8 @@ def _train_config(args):
             config = TrainConfig.from_dict(json.loads(Path(args.config).read_text()))
         except (OSError, json.JSONDecodeError, TypeError) as err:
             raise DDMError(f"cannot read training settings from {args.config}: {err}") from err
-    overrides = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed}
+    overrides = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
+                 "dropout_free_steps": args.dropout_free_steps}
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     if args.learning_rate is not None:
         config = dataclasses.replace(config, ddm_optimizer=dataclasses.replace(
