@@ -227,6 +227,18 @@ def _fmt(value, spec: str, missing: str = "-") -> str:
     return missing if value is None else format(value, spec)
 
 
+def paired_speedup(result: dict, baseline: dict) -> float | None:
+    """Median over timed rounds of `result`'s speed over `baseline`'s in the same round.
+
+    Every round runs each framework once, back to back, so a slow spell of a shared machine
+    hits both sides of a pair; the median of these ratios is steadier than a ratio of medians.
+    """
+    ours, theirs = result.get("times_s"), baseline.get("times_s")
+    if not ours or not theirs or len(ours) != len(theirs):
+        return None
+    return float(np.median(np.asarray(theirs) / np.asarray(ours)))
+
+
 def markdown(report: dict) -> str:
     env = report["environment"]
     roof = report["matmul_roofline_gflops"]
@@ -255,6 +267,13 @@ def markdown(report: dict) -> str:
                 else:
                     row.append("failed" if "error" in r else "-")
             lines.append(f"| {batch} | " + " | ".join(row) + " |")
+        lines += ["", f"## {workload}: paired speed-up of JAX float32 (median over rounds of the same round's ratio)",
+                  "", "| batch | over keras | over torch-eager | over torch-compile |", "|---:|---:|---:|---:|"]
+        for batch in report["batch_sizes"]:
+            jax_result = by_key.get((workload, batch, "jax-float32"), {})
+            lines.append(f"| {batch} | " + " | ".join(
+                _fmt(paired_speedup(jax_result, by_key.get((workload, batch, other), {})), ".2f")
+                for other in ("keras", "torch-eager", "torch-compile")) + " |")
         lines += ["", f"## {workload}: GFLOP/s (% of roofline), peak RSS increase MB, XLA buffers MB", "",
                   "| batch | " + " | ".join(frameworks) + " |", "|---:|" + "---:|" * len(frameworks)]
         for batch in report["batch_sizes"]:
@@ -307,12 +326,15 @@ def plot(report: dict, path: Path) -> bool:
                 ax.plot(*zip(*points), marker="o", label=name)
         ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="spectra / s", title=workload)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
+        if ax.lines:  # a workload not measured yet (results are saved after every batch size)
+            ax.legend()
     env = report["environment"]
     fig.suptitle(f"{report['preset']} networks, {env['cpu'].get('model', 'CPU')}, {env['cpu_count']} CPUs, "
                  f"load {env['load_average_start'][0]:.1f}, {env['date'][:10]}")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, dpi=110, format="png")
+    os.replace(tmp, path)
     plt.close(fig)
     return True
 
@@ -323,9 +345,14 @@ def main(argv=None) -> int:
     stem = args.out / args.name
     written = []
 
+    def write(path, text):  # whole or not at all: the previous results stay until replaced
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
     def save(report):
-        stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-        stem.with_suffix(".md").write_text(markdown(report))
+        write(stem.with_suffix(".json"), json.dumps(report, indent=1) + "\n")
+        write(stem.with_suffix(".md"), markdown(report))
         written[:] = [stem.with_suffix(".json"), stem.with_suffix(".md")]
         if plot(report, stem.with_suffix(".png")):
             written.append(stem.with_suffix(".png"))

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+from benchmarks.run import paired_speedup
 from conftest import ROOT
 
 
@@ -40,3 +41,10 @@ def test_quick_benchmark_writes_json_markdown_and_plot(tmp_path):
     assert "## ddm: spectra/s" in table and "## pipeline: spectra/s" in table and "jax-float32" in table
     if importlib.util.find_spec("matplotlib"):  # the plot is optional (the `bench` extra)
         assert (tmp_path / "smoke.png").stat().st_size > 0
+
+
+def test_paired_speedup_is_the_median_of_same_round_ratios():
+    # the same-round ratios are 2, 6, 2: median 2 (the ratio of the medians, 6.0 / 1.0, would say 6)
+    ours, theirs = {"times_s": [1.0, 1.0, 3.0]}, {"times_s": [2.0, 6.0, 6.0]}
+    assert paired_speedup(ours, theirs) == 2.0
+    assert paired_speedup(ours, {"times_s": [1.0]}) is None and paired_speedup({}, theirs) is None
