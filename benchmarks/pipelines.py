@@ -21,7 +21,8 @@ import numpy as np
 from ddm_jax import bpt
 from ddm_jax.config import PRESETS, conv_lengths, norm_window_slice
 from ddm_jax.inference import NII_HA, OIII_HB, decompose_batch
-from ddm_jax.models import COMPUTE_DTYPES, DDM, LineRatioRegressor, abstract_params
+from ddm_jax.models import COMPUTE_DTYPES, DDM, LineRatioRegressor
+from ddm_jax.training import fresh_params
 
 WORKLOADS = ("ddm", "pipeline")
 DDM_KEYS = ("sf_spectrum", "agn_spectrum", "p_sf", "p_agn", "p_total")
@@ -42,7 +43,6 @@ def keras_available() -> bool:
 class Networks:
     """Both networks' configs and float32 Flax params, and the Keras models they came from (or None)."""
 
-    preset: str
     ddm_config: object
     regressor_config: object
     ddm_params: dict
@@ -56,8 +56,8 @@ def build_networks(preset: str, seed: int = 0, with_keras: bool = True) -> Netwo
     converter (so every framework runs the very same weights); without: Flax's initialisation."""
     ddm_config, regressor_config = PRESETS[preset]
     if not with_keras:
-        return Networks(preset, ddm_config, regressor_config, random_params(DDM(ddm_config), seed),
-                        random_params(LineRatioRegressor(regressor_config), seed + 1))
+        return Networks(ddm_config, regressor_config, fresh_params(DDM(ddm_config), seed),
+                        fresh_params(LineRatioRegressor(regressor_config), seed + 1))
     from ddm_jax.reference import keras_model
     from ddm_jax_convert import convert_file
 
@@ -69,20 +69,7 @@ def build_networks(preset: str, seed: int = 0, with_keras: bool = True) -> Netwo
             path = Path(tmp) / f"net{i}.hdf5"
             model.save_weights(path)
             params.append(convert_file(str(path)).params)
-    return Networks(preset, ddm_config, regressor_config, *params, keras_ddm, keras_regressor)
-
-
-def random_params(model, seed: int) -> dict:
-    """Fan-in-scaled normal kernels and normal biases in NumPy, as `keras_model.randomize_weights`
-    (initialising through JAX would compile a program per initialiser)."""
-    rng = np.random.default_rng(seed)
-
-    def draw(leaf):
-        if len(leaf.shape) == 1:
-            return rng.normal(0.0, 0.1, leaf.shape).astype(np.float32)
-        return (rng.normal(size=leaf.shape) / np.sqrt(np.prod(leaf.shape[:-1]))).astype(np.float32)
-
-    return jax.tree.map(draw, abstract_params(model))
+    return Networks(ddm_config, regressor_config, *params, keras_ddm, keras_regressor)
 
 
 def make_inputs(count: int, n_bins: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -108,7 +95,8 @@ def center_np(spectra: np.ndarray) -> np.ndarray:
 
 
 def classify_nii_np(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """`ddm_jax.bpt.classify_nii`'s standard scheme in NumPy (the Keras and PyTorch pipelines' BPT)."""
+    """`ddm_jax.bpt.classify_nii`'s standard scheme in NumPy: the Keras and PyTorch pipelines run
+    without JAX, as upstream's would (tests/test_bpt.py holds the scheme itself)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         star_forming = (x < bpt.KAUFFMANN03_ASYMPTOTE) & (y < bpt.kauffmann03(x))
         below_kewley = (x < bpt.KEWLEY01_NII_ASYMPTOTE) & (y < bpt.kewley01_nii(x))
@@ -118,7 +106,7 @@ def classify_nii_np(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _post_process(normalised, sf_spectrum, agn_spectrum, p_sf, predict_regressor) -> dict:
-    """Fractions, residual, regressor on the three parts and BPT, in NumPy (Keras and PyTorch pipelines)."""
+    """Fractions, residual, regressor on the three parts and BPT, in NumPy (the Keras pipeline)."""
     batch = normalised.shape[0]
     sf_fraction = np.clip(p_sf, 0.0, 1.0)
     w = sf_fraction[:, None]
@@ -173,25 +161,10 @@ class JaxRunner:
 
 def torch_modules(nets: Networks):
     """The PyTorch port loaded with the same weights (Flax layout -> torch layout)."""
-    import torch
+    from ddm_jax.reference.torch_port import TorchDDM, TorchRegressor, load_flax_params
 
-    from ddm_jax.reference.torch_port import TorchDDM, TorchRegressor
-
-    modules = []
-    for module, params in ((TorchDDM(nets.ddm_config), nets.ddm_params),
-                           (TorchRegressor(nets.regressor_config), nets.regressor_params)):
-        state = {}
-        for key in module.state_dict():
-            *path, kind = key.split(".")
-            leaf = params
-            for part in path:
-                leaf = leaf[part]
-            value = np.asarray(leaf["kernel" if kind == "weight" else "bias"])
-            value = value.transpose(2, 1, 0) if value.ndim == 3 else value.T  # (k,in,out)->(out,in,k); (in,out)->(out,in)
-            state[key] = torch.from_numpy(np.array(value))  # a writable copy, as torch wants
-        module.load_state_dict(state)
-        modules.append(module.eval())
-    return modules
+    return [load_flax_params(TorchDDM(nets.ddm_config), nets.ddm_params).eval(),
+            load_flax_params(TorchRegressor(nets.regressor_config), nets.regressor_params).eval()]
 
 
 class TorchRunner:

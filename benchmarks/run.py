@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.metadata
-import json
+import importlib.util
 import os
 import platform
 import sys
@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import pipelines
+from ddm_jax.io import write_atomic, write_json_atomic, write_text_atomic
 from benchmarks.pipelines import FRAMEWORKS, OUTPUT_KEYS, WORKLOADS
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -204,7 +205,7 @@ def run(args, log=print, save=lambda report: None) -> dict:
                             "1 ms); xla_buffers_mb: XLA's arguments + outputs + temporaries of the compiled program"},
               "results": results}
     for workload in args.workloads:
-        flops = pipelines.flops_per_spectrum(nets, workload)
+        flops = report["flops_per_spectrum"][workload]
         runners = {name: pipelines.make_runner(name, nets, workload) for name in args.frameworks}
         for batch in args.batch_sizes:
             cell = bench_cell(runners, workload, batch, spectra[:batch], mass[:batch], args, log)
@@ -308,14 +309,12 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(report: dict, path: Path) -> bool:
-    try:
-        import matplotlib
+def plot(report: dict, path: Path) -> None:
+    import matplotlib  # a dependency of the package (`ddm-jax plot`)
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     workloads = list(report["flops_per_spectrum"])
     fig, axes = plt.subplots(1, len(workloads), figsize=(6 * len(workloads), 4.5), squeeze=False)
     for ax, workload in zip(axes[0], workloads):
@@ -332,9 +331,7 @@ def plot(report: dict, path: Path) -> bool:
     fig.suptitle(f"{report['preset']} networks, {env['cpu'].get('model', 'CPU')}, {env['cpu_count']} CPUs, "
                  f"load {env['load_average_start'][0]:.1f}, {env['date'][:10]}")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=110, format="png")
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: fig.savefig(f, dpi=110, format="png"))
     plt.close(fig)
     return True
 
@@ -343,22 +340,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / args.name
-    written = []
-
-    def write(path, text):  # whole or not at all: the previous results stay until replaced
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-
-    def save(report):
-        write(stem.with_suffix(".json"), json.dumps(report, indent=1) + "\n")
-        write(stem.with_suffix(".md"), markdown(report))
-        written[:] = [stem.with_suffix(".json"), stem.with_suffix(".md")]
-        if plot(report, stem.with_suffix(".png")):
-            written.append(stem.with_suffix(".png"))
+    def save(report):  # each file whole or not at all: the previous results stay until replaced
+        write_json_atomic(stem.with_suffix(".json"), report)
+        write_text_atomic(stem.with_suffix(".md"), markdown(report))
+        plot(report, stem.with_suffix(".png"))
 
     run(args, log=lambda message: print(message, file=sys.stderr, flush=True), save=save)
-    print("wrote " + ", ".join(str(p) for p in written))
+    print("wrote " + ", ".join(str(stem.with_suffix(s)) for s in (".json", ".md", ".png")))
     return 0
 
 

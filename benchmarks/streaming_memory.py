@@ -45,10 +45,11 @@ def make_inputs(folder: Path, count: int, n_bins: int = 2208) -> None:
 def make_checkpoint(path: Path, config: str) -> None:
     from ddm_jax.checkpoint import save_checkpoint
     from ddm_jax.config import PRESETS, config_to_dict
-    from ddm_jax.models import DDM, LineRatioRegressor, init_params
+    from ddm_jax.models import DDM, LineRatioRegressor
+    from ddm_jax.training import fresh_params
 
     ddm_config, regressor_config = PRESETS[config]
-    save_checkpoint(path, init_params(DDM(ddm_config), 0), init_params(LineRatioRegressor(regressor_config), 1),
+    save_checkpoint(path, fresh_params(DDM(ddm_config), 0), fresh_params(LineRatioRegressor(regressor_config), 1),
                     {"ddm_config": config_to_dict(ddm_config), "regressor_config": config_to_dict(regressor_config)})
 
 
@@ -99,13 +100,14 @@ def main() -> None:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
     import jax
 
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
+    from ddm_jax.io import write_json_atomic
+
+    write_json_atomic(RESULTS, {
         "what": "peak RSS of `ddm-jax decompose SPECTRA.npy -o FOLDER` (random weights, float32)",
         "config": args.config, "batch_size": args.batch_size, "device": str(jax.devices()[0]),
         "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
         "load_average": os.getloadavg(), "jax": jax.__version__,
-        "date": datetime.date.today().isoformat(), "runs": rows}, indent=1))
+        "date": datetime.date.today().isoformat(), "runs": rows})
     print(f"wrote {RESULTS}")
 
 

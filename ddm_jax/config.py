@@ -15,6 +15,7 @@ import numpy as np
 N_BINS = 2208
 WAVELENGTH_START = 3700.0  # Angstrom, rest frame
 WAVELENGTH_STEP = 2.0
+SPEED_OF_LIGHT_KMS = 299_792.458
 # Normalisation window: 4000 < lambda <= 7000 Angstrom.
 NORM_WINDOW = (4000.0, 7000.0)
 

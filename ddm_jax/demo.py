@@ -29,12 +29,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddm_jax import __version__, bpt
+from ddm_jax import __version__, bpt, synthetic
 from ddm_jax.checkpoint import load_checkpoint, save_checkpoint
 from ddm_jax.config import PRESETS, config_to_dict
 from ddm_jax.errors import DDMError
 from ddm_jax.inference import NII_HA, OIII_HB, Decomposer
-from ddm_jax.io import save_npz_atomic
+from ddm_jax.io import load_npz, save_npz_atomic, write_json_atomic
 from ddm_jax.synthetic import random_composites
 from ddm_jax.training import (
     OptimizerConfig,
@@ -116,6 +116,8 @@ def fingerprint(recipe: DemoRecipe, budget_seconds: float) -> str:
     (ddm, _), (regressor, _) = recipe.plan(budget_seconds)
     ddm_config, regressor_config = PRESETS[recipe.preset]
     key = {"version": __version__, "recipe": dataclasses.asdict(recipe), "ddm_train": ddm.to_dict(),
+           # the generator's code: a changed synthetic library must not load networks trained on the old one
+           "synthetic": hashlib.sha256(Path(synthetic.__file__).read_bytes()).hexdigest(),
            "regressor_train": regressor.to_dict(), "ddm_config": config_to_dict(ddm_config),
            "regressor_config": config_to_dict(regressor_config)}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -194,8 +196,7 @@ def load_model(cache_dir: Path):
 
 
 def load_held_out(cache_dir: Path) -> dict[str, np.ndarray]:
-    with np.load(cache_dir / HELD_OUT_FILE, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
+    return load_npz(cache_dir / HELD_OUT_FILE, "demo held-out set", ("composite", "mass"))
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -246,13 +247,7 @@ def write_outputs(output_dir: Path, data: dict, out: dict, wavelength: np.ndarra
     npz = save_npz_atomic(output_dir / "decomposition.npz", arrays)
     plot_decomposition(npz, output_dir)
     save_png(fraction_figure(data, out), output_dir / "sf_fraction.png")
-    metrics_path = output_dir / "metrics.json"
-    tmp = metrics_path.with_name(f".{metrics_path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(metrics, indent=1) + "\n")
-        os.replace(tmp, metrics_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_json_atomic(output_dir / "metrics.json", metrics)
 
 
 # ----------------------------------------------------------------------------- the whole demo

@@ -5,7 +5,7 @@
     result = decomposer(spectra, mass)   # spectra (B, 2208) or (2208,), mass (B,) or ()
     result["sf_fraction"], result["line_ratios"][:, 1, 0]   # SF part's log([NII]/Halpha)
 
-Nothing here names a device: arrays go wherever JAX's default device is.
+`Decomposer` splits each batch over all local devices (a 1-D mesh); nothing names a particular one.
 """
 
 from __future__ import annotations
@@ -254,9 +254,9 @@ class ProgressPrinter:
     def __init__(self, label: str = "decompose", interval: float = 5.0, stream=sys.stderr):
         self.label, self.interval, self.stream = label, interval, stream
         self.tty = hasattr(stream, "isatty") and stream.isatty()
-        self.begin(0, 0)
+        self.begin(0)
 
-    def begin(self, done: int, total: int) -> None:
+    def begin(self, done: int) -> None:
         """Start timing; `done` rows (from an earlier, resumed run) do not count towards the rate."""
         self.start, self.last, self.first_done = time.perf_counter(), 0.0, done
 

@@ -1,11 +1,13 @@
-"""Safe .npz I/O: reading without pickles, atomic writing (never a partial file)."""
+"""Safe file I/O: .npz reading without pickles; atomic writing (never a partial file)."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 import numpy as np
 
@@ -29,14 +31,14 @@ def load_npz(path, what: str, required=()) -> dict[str, np.ndarray]:
     return arrays
 
 
-def save_npz_atomic(path, arrays: dict[str, np.ndarray]) -> Path:
-    """Write an .npz through a temporary file in the same folder, then rename: never a partial file."""
+def write_atomic(path, write: Callable[[BinaryIO], object]) -> Path:
+    """`write(file)` into a temporary file in the same folder, then rename: never a partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it owner-only; give it an ordinary file's mode
@@ -45,3 +47,15 @@ def save_npz_atomic(path, arrays: dict[str, np.ndarray]) -> Path:
         os.unlink(tmp)
         raise
     return path
+
+
+def save_npz_atomic(path, arrays: dict[str, np.ndarray]) -> Path:
+    return write_atomic(path, lambda f: np.savez(f, **arrays))
+
+
+def write_text_atomic(path, text: str) -> Path:
+    return write_atomic(path, lambda f: f.write(text.encode()))
+
+
+def write_json_atomic(path, data) -> Path:
+    return write_text_atomic(path, json.dumps(data, indent=1) + "\n")

@@ -22,9 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ddm_jax import bpt
-from ddm_jax.config import WAVELENGTH_STEP, wavelength_grid
+from ddm_jax.config import SPEED_OF_LIGHT_KMS, WAVELENGTH_STEP, wavelength_grid
 
-C_KMS = 299792.458
 
 # Vacuum rest wavelengths (Angstrom), as SDSS's spZline table lists them.
 LINES = {
@@ -95,9 +94,9 @@ def design_matrix(velocity, sigma_v):
     absorption (per Balmer line, per ABSORPTION_SIGMA), continuum. Returns (K, _N_PARAMS).
     """
     x = jnp.asarray(_X, jnp.float32)
-    shift = 1.0 + velocity / C_KMS
+    shift = 1.0 + velocity / SPEED_OF_LIGHT_KMS
     centres = jnp.asarray(_EMISSION, jnp.float32) * shift
-    emission = _binned_gaussian(x, centres, centres * sigma_v / C_KMS)
+    emission = _binned_gaussian(x, centres, centres * sigma_v / SPEED_OF_LIGHT_KMS)
     balmer = jnp.repeat(jnp.asarray([LINES[b] for b in BALMER], jnp.float32) * shift, len(ABSORPTION_SIGMA))
     widths = jnp.tile(jnp.asarray(ABSORPTION_SIGMA, jnp.float32), len(BALMER))
     absorption = _binned_gaussian(x, balmer, widths)

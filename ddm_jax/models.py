@@ -33,9 +33,8 @@ class DDMOutputs(NamedTuple):
 # measured ~10 % faster than the whole batch at once on a 2-core CPU, see benchmarks/README.md.
 # Inference only: the backward pass through `lax.map` is ~20x slower on XLA:CPU than through the
 # whole batch at once (measured: 6.0 s vs 0.30 s for the DDM's conv stack at batch 32), so
-# training builds its models with `conv_chunk=None` (TRAINING_CONV_CHUNK).
+# training builds its models with `conv_chunk=None`.
 CONV_CHUNK = 16
-TRAINING_CONV_CHUNK = None
 
 
 # Computation dtypes by name (float32 is the default; bfloat16 is opt-in, see `DDM`).
@@ -70,8 +69,8 @@ def conv1d_same(x, kernel, stride: int):
 class ConvStack(nn.Module):
     """Conv1D('same') + LeakyReLU per layer; (B, L) or (B, L, C) in, (B, L', C') out.
 
-    The batch runs through all layers `chunk` spectra at a time (see CONV_CHUNK), or all at
-    once with `chunk=None` (for gradients).
+    On CPU the batch runs through all layers `chunk` spectra at a time (see CONV_CHUNK) when
+    `chunk` divides it, else (and with `chunk=None`, for gradients) all at once.
     XLA's own convolution is kept: an explicit im2col + one matmul per layer measured
     2-3x slower here, since the patch matrix of a whole batch does not fit in cache.
     """
@@ -97,10 +96,15 @@ class ConvStack(nn.Module):
                 h = nn.leaky_relu(h if bias is None else h + bias, self.negative_slope)
             return h
 
-        if self.chunk is None:
+        batch = x.shape[0]
+        if self.chunk is None or batch % self.chunk or jax.default_backend() != "cpu":  # tuned on CPU only
             return stack(x)
-        # lax.map batches the per-spectrum function `chunk` at a time
-        return lax.map(lambda h: stack(h[None])[0], x, batch_size=self.chunk)
+        # Strided chunks: chunk i holds rows i, i + n, i + 2n, ... (n = batch / chunk), so that the loop
+        # runs along an axis that is not the batch axis `Decomposer` splits over devices (looping over
+        # contiguous blocks of it made XLA gather the whole batch onto every device).
+        strided = x.reshape(self.chunk, batch // self.chunk, *x.shape[1:]).swapaxes(0, 1)
+        out = lax.map(stack, strided)
+        return out.swapaxes(0, 1).reshape(batch, *out.shape[2:])
 
 
 class ProbabilityHead(nn.Module):

@@ -10,7 +10,6 @@ backend switch, nothing shown on screen.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from matplotlib.figure import Figure
 
 from ddm_jax import bpt
 from ddm_jax.errors import DDMError
-from ddm_jax.io import load_npz
+from ddm_jax.io import load_npz, write_atomic
 
 REQUIRED_KEYS = ("wavelength", "sf_spectrum", "agn_spectrum", "sf_fraction", "residual", "line_ratios")
 NII_HA, OIII_HB, SII_HA = 0, 1, 6  # regressor output indices (SPEC)
@@ -50,15 +49,7 @@ def load_decomposition(path) -> dict:
 
 def save_png(figure: Figure, path) -> Path:
     """Render `figure` to `path` as PNG, via a temporary file renamed when complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        figure.savefig(tmp, format="png", dpi=DPI)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomic(path, lambda f: figure.savefig(f, format="png", dpi=DPI))
 
 
 def _new_figure(size) -> Figure:

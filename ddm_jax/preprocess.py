@@ -52,14 +52,20 @@ def median(x: jax.Array) -> jax.Array:
     return 0.5 * (_from_sortable_bits(_kth_smallest(keys, n // 2 - 1)) + upper)
 
 
+def window_median_std(flux: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(median, std) of one spectrum (2208,) in the normalisation window: two ()."""
+    window = flux[_WINDOW]
+    return median(window), jnp.std(window)
+
+
 def normalize(flux: jax.Array, mass: jax.Array) -> jax.Array:
     """DDM input for one spectrum: `(x - median(x[w])) / std(x[w]) / mass`.
 
     flux: (2208,) on the rest-frame grid; mass: () positive. Returns (2208,).
     w is 4000 < lambda <= 7000 Angstrom; std is the population std (ddof=0).
     """
-    window = flux[_WINDOW]
-    return (flux - median(window)) / jnp.std(window) / mass
+    offset, std = window_median_std(flux)
+    return (flux - offset) / std / mass
 
 
 def center(spectrum: jax.Array) -> jax.Array:

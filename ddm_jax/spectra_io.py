@@ -147,6 +147,9 @@ def _read_csv(path: Path) -> dict[str, np.ndarray]:
 def _read_npz(path: Path) -> list[Spectrum]:
     with np.load(path, allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files}
+    if "format" in arrays:  # e.g. PREPARED.npz: rest frame already; de-redshifting again would be wrong
+        raise DDMError(f"{path}: is a {arrays['format']} file, already on the rest-frame grid: give it to "
+                       "`ddm-jax decompose`, not to `prepare`")
     missing = [k for k in ("wavelength", "flux", "ivar") if k not in arrays]
     if missing:
         raise DDMError(f"{path}: lacks {', '.join(missing)} (has {', '.join(sorted(arrays))})")

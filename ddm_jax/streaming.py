@@ -2,7 +2,8 @@
 
 Inputs are `.npy` files (or folders of `.npy` chunks, taken in name order) read a chunk at a
 time with `pread`, and results go straight to preallocated `.npy` files with `pwrite`: no file
-is memory-mapped, so resident memory stays flat however large the survey is.
+is read or filled through a memory map (one only creates each output's header and sparse
+body), so resident memory stays flat however large the survey is.
 
 The job is built in `OUT.partial/`: `job.json` fingerprints the inputs and options,
 `done.json` lists the finished chunks (rewritten atomically after each chunk's rows are
@@ -25,6 +26,7 @@ import numpy as np
 from ddm_jax import __version__
 from ddm_jax.errors import DDMError
 from ddm_jax.inference import Decomposer, validate_inputs
+from ddm_jax.io import write_json_atomic
 
 MANIFEST, JOB, DONE = "manifest.json", "job.json", "done.json"
 MERGE_BLOCK = 8192  # rows copied at a time when merging shares
@@ -134,12 +136,6 @@ def share_range(rows: int, process_index: int, process_count: int) -> tuple[int,
     return rows * process_index // process_count, rows * (process_index + 1) // process_count
 
 
-def _write_json_atomic(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-
-
 def _output_specs(decomposer: Decomposer, rows: int) -> dict[str, tuple]:
     probe = decomposer.output_shapes()
     return {key: ((rows,) + shape, dtype) for key, (shape, dtype) in probe.items()}
@@ -176,6 +172,8 @@ def decompose_to_folder(decomposer: Decomposer, spectra: RowSource, mass: RowSou
     job = json.loads(json.dumps(job))  # as it will read back from job.json (tuples become lists)
     if partial.exists() and not resume:
         raise DDMError(f"an interrupted run left {partial}; pass --resume to finish it, or remove it")
+    if resume and partial.exists() and not (partial / JOB).is_file():
+        shutil.rmtree(partial)  # killed while setting up (job.json comes last): no chunk was computed
     if resume and partial.exists():
         old_job = json.loads((partial / JOB).read_text())
         if old_job != job:
@@ -189,16 +187,17 @@ def decompose_to_folder(decomposer: Decomposer, spectra: RowSource, mass: RowSou
                            "already normalised pass --no-normalize")
         validate_stream(spectra, mass, start, stop, chunk, decomposer.ddm.config.n_bins, normalize)
         partial.mkdir(parents=True)
-        _write_json_atomic(partial / JOB, job)
-        _write_json_atomic(partial / DONE, [])
+        write_json_atomic(partial / DONE, [])
         np.save(partial / "wavelength.npy", decomposer.wavelength)
         done, create = set(), True
     specs = _output_specs(decomposer, stop - start)
     writers = {key: NpyWriter(partial / f"{key}.npy", dtype, shape, create) for key, (shape, dtype) in specs.items()}
+    if create:  # last: a folder with job.json holds every file a resume needs
+        write_json_atomic(partial / JOB, job)
     todo = [c for c in range(start, stop, chunk) if c not in done]
     total, finished = stop - start, sum(min(c + chunk, stop) - c for c in done)
     if progress is not None:
-        progress.begin(finished, total)
+        progress.begin(finished)
 
     def load(lo):  # runs on the I/O thread while the device computes the previous chunk
         hi = min(lo + chunk, stop)
@@ -208,7 +207,7 @@ def decompose_to_folder(decomposer: Decomposer, spectra: RowSource, mass: RowSou
         for key, writer in writers.items():
             writer.write(lo - start, result[key])
         done.add(lo)
-        _write_json_atomic(partial / DONE, sorted(done))
+        write_json_atomic(partial / DONE, sorted(done))
 
     with ThreadPoolExecutor(max_workers=1) as io:
         pending, queue = None, [io.submit(load, lo) for lo in todo[:1]]
@@ -235,7 +234,7 @@ def decompose_to_folder(decomposer: Decomposer, spectra: RowSource, mass: RowSou
     manifest = {"keys": {k: {"shape": list(s), "dtype": np.dtype(d).name} for k, (s, d) in specs.items()},
                 "wavelength": "wavelength.npy", **job, "ddm_jax_version": __version__,
                 "completed": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    _write_json_atomic(partial / MANIFEST, manifest)
+    write_json_atomic(partial / MANIFEST, manifest)
     (partial / DONE).unlink()
     (partial / JOB).unlink()  # the manifest holds the job description
     os.replace(partial, output)
@@ -282,6 +281,6 @@ def merge_folders(parts: list, output) -> Path:
         keys[key] = {"shape": list(shape), "dtype": spec["dtype"]}
     merged = {**{k: first[k] for k in same}, "keys": keys, "rows": [0, total_rows],
               "merged_from": [str(p) for _, p in manifests], "ddm_jax_version": __version__}
-    _write_json_atomic(partial / MANIFEST, merged)
+    write_json_atomic(partial / MANIFEST, merged)
     os.replace(partial, output)
     return output

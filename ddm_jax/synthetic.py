@@ -33,18 +33,19 @@ import jax
 import jax.numpy as jnp
 
 from ddm_jax import bpt
-from ddm_jax.config import N_BINS, norm_window_slice, wavelength_grid
+from ddm_jax.config import N_BINS, SPEED_OF_LIGHT_KMS, norm_window_slice, wavelength_grid
 
 LINE_QUANTITIES = ("log_nii_ha", "log_oiii_hb", "log_oi_ha", "log_oii_hb", "log_ha_hb",
                    "log_sii_ratio", "log_sii_ha", "log_ha_ew")
 N_LINE_QUANTITIES = len(LINE_QUANTITIES)
 
-# Rest-frame air wavelengths (A) of the emission lines rendered.
+# Rest-frame vacuum wavelengths (A) of the emission lines rendered, as SDSS's spZline table and
+# `lines.LINES` (SDSS and MaNGA spectra are on vacuum wavelengths; air ones sit ~1.8 A bluer at Halpha).
 EMISSION_LINES = {
-    "[OII]3726": 3726.03, "[OII]3729": 3728.82, "Hdelta": 4101.74, "Hgamma": 4340.47,
-    "Hbeta": 4861.33, "[OIII]4959": 4958.91, "[OIII]5007": 5006.84, "[OI]6300": 6300.30,
-    "[OI]6363": 6363.78, "[NII]6548": 6548.05, "Halpha": 6562.80, "[NII]6584": 6583.45,
-    "[SII]6717": 6716.44, "[SII]6731": 6730.82,
+    "[OII]3726": 3727.092, "[OII]3729": 3729.875, "Hdelta": 4102.892, "Hgamma": 4341.684,
+    "Hbeta": 4862.683, "[OIII]4959": 4960.295, "[OIII]5007": 5008.240, "[OI]6300": 6302.046,
+    "[OI]6363": 6365.536, "[NII]6548": 6549.859, "Halpha": 6564.614, "[NII]6584": 6585.268,
+    "[SII]6717": 6718.294, "[SII]6731": 6732.678,
 }
 _LINE_WAVELENGTHS = jnp.array(list(EMISSION_LINES.values()), jnp.float32)
 _HALPHA = list(EMISSION_LINES).index("Halpha")
@@ -66,7 +67,6 @@ _ABSORPTION = jnp.array([
     (6562.80, 12.0, 0.8, 0.0),
 ], jnp.float32)
 
-SPEED_OF_LIGHT_KMS = 299_792.458
 PIVOT_WAVELENGTH = 5500.0  # A, where the power-law continuum equals its amplitude
 BREAK_WAVELENGTH = 4000.0
 BREAK_WIDTH = 20.0  # A, smoothness of the 4000 A break

@@ -30,7 +30,6 @@ import functools
 import hashlib
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -47,9 +46,9 @@ from ddm_jax import synthetic
 from ddm_jax.checkpoint import load_checkpoint, save_checkpoint
 from ddm_jax.config import DDMConfig, RegressorConfig, config_from_dict, config_to_dict, norm_window_slice
 from ddm_jax.errors import DDMError
-from ddm_jax.io import load_npz
-from ddm_jax.models import DDM, TRAINING_CONV_CHUNK, LineRatioRegressor, abstract_params
-from ddm_jax.preprocess import center_batch, normalize_batch
+from ddm_jax.io import load_npz, write_json_atomic, write_text_atomic
+from ddm_jax.models import DDM, LineRatioRegressor, abstract_params
+from ddm_jax.preprocess import center_batch, normalize_batch, window_median_std
 
 N_BINS = DDMConfig().n_bins
 _WINDOW = norm_window_slice(N_BINS)
@@ -274,9 +273,8 @@ def normalize_example(sf, agn, sf_weight, mass):
     sf, agn: (n_bins,) unit-median spectra; sf_weight, mass: (). Returns three (n_bins,).
     """
     mixed = synthetic.composite(sf, agn, sf_weight)
-    window = mixed[_WINDOW]
-    offset, scale = jnp.median(window), jnp.std(window) * mass
-    return (mixed - offset) / scale, (sf - offset) / scale, (agn - offset) / scale
+    offset, std = window_median_std(mixed)  # the very map `normalize(mixed, mass)` applies
+    return tuple((spectrum - offset) / std / mass for spectrum in (mixed, sf, agn))
 
 
 def make_batch(library: SpectralLibrary, key: jax.Array, batch_size: int,
@@ -354,8 +352,9 @@ def make_train_step(config: TrainConfig, ddm_config: DDMConfig, regressor_config
     """
     ddm_optimizer = build_optimizer(config.ddm_optimizer, config.steps)
     regressor_optimizer = build_optimizer(config.regressor_optimizer, config.steps)
-    ddm = DDM(ddm_config, conv_chunk=TRAINING_CONV_CHUNK)
-    regressor = LineRatioRegressor(regressor_config, conv_chunk=TRAINING_CONV_CHUNK)
+    # Whole batches through the conv stacks: lax.map's backward pass is slow (models.CONV_CHUNK).
+    ddm = DDM(ddm_config, conv_chunk=None)
+    regressor = LineRatioRegressor(regressor_config, conv_chunk=None)
     replicated = NamedSharding(mesh, PartitionSpec())
     split_batch = NamedSharding(mesh, PartitionSpec(BATCH_AXIS))
     weights = jnp.asarray(config.loss_weights, jnp.float32)
@@ -409,12 +408,6 @@ class TrainResult(NamedTuple):
     last_metrics: dict
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _check_run_settings(run_dir: Path, settings: dict) -> None:
     """Write run.json, or refuse to resume a run started with other settings."""
     path = run_dir / "run.json"
@@ -426,7 +419,7 @@ def _check_run_settings(run_dir: Path, settings: dict) -> None:
             raise DDMError(f"{run_dir} holds a run with other settings ({', '.join(changed)}): "
                            "resume it with the same settings or use a new run directory")
     else:
-        _write_atomically(path, json.dumps(settings, indent=1))
+        write_json_atomic(path, settings)
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
@@ -441,7 +434,7 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
             continue
         if record.get("step", math.inf) <= last_step:
             kept.append(line)
-    _write_atomically(path, "".join(f"{line}\n" for line in kept))
+    write_text_atomic(path, "".join(f"{line}\n" for line in kept))
 
 
 LECUN_TRUNCATION = 2.0  # standard deviations, as flax's truncated-normal initialisers

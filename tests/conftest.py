@@ -1,5 +1,6 @@
 """Shared test helpers: the parity tolerance, optional reference frameworks, fixture paths."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,10 @@ DATA = ROOT / "ddm_jax" / "data"
 TINY_DDM_KERAS = DATA / "tiny_ddm_keras.hdf5"
 TINY_REGRESSOR_KERAS = DATA / "tiny_regressor_keras.hdf5"
 TINY_KERAS_OUTPUTS = ROOT / "tests" / "fixtures" / "tiny_keras_outputs.npz"
+
+# Tests (and the CLI processes they start) keep out of the user's ~/.cache; a test of the
+# compilation cache names its own folder.
+os.environ["DDM_JAX_COMPILATION_CACHE"] = "off"
 
 # Parity with a reference framework: max |diff| <= PARITY_RTOL * max |reference| (issue 3).
 PARITY_RTOL = 1e-4

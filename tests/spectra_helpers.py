@@ -10,6 +10,7 @@ import pytest
 from scipy.special import erf
 
 from ddm_jax import lines, resample
+from ddm_jax.config import SPEED_OF_LIGHT_KMS
 from ddm_jax.spectra_io import Spectrum
 
 # SDSS's sampling: log10(lambda) steps of 1e-4 from 3800 A (observed frame).
@@ -43,7 +44,7 @@ def rest_density(edges_rest):
     wavelengths = {**lines.LINES, **lines.EXTRA_LINES}
     for name, flux in emission.items():
         centre = wavelengths[name]
-        density += flux * _box_mean_gaussian(edges_rest, centre, centre * LINE_SIGMA_KMS / lines.C_KMS)
+        density += flux * _box_mean_gaussian(edges_rest, centre, centre * LINE_SIGMA_KMS / SPEED_OF_LIGHT_KMS)
     return density
 
 

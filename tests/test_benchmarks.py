@@ -39,6 +39,7 @@ def test_quick_benchmark_writes_json_markdown_and_plot(tmp_path):
 
     table = (tmp_path / "smoke.md").read_text()
     assert "## ddm: spectra/s" in table and "## pipeline: spectra/s" in table and "jax-float32" in table
+    assert "## pipeline: paired speed-up of JAX float32" in table
     if importlib.util.find_spec("matplotlib"):  # the plot is optional (the `bench` extra)
         assert (tmp_path / "smoke.png").stat().st_size > 0
 

@@ -64,9 +64,8 @@ def test_outputs_leave_no_temporary_files(first_run):
     assert sorted(p.name for p in entry.iterdir()) == ["held_out.npz", "model"]
 
 
-def test_second_run_loads_from_the_cache(first_run, tmp_path, capsys, monkeypatch):
+def test_second_run_loads_from_the_cache(first_run, tmp_path, capsys):
     root, first = first_run
-    monkeypatch.setenv("DDM_JAX_COMPILATION_CACHE", "off")  # keep the CLI out of ~/.cache
     args = ["demo", "-o", str(tmp_path / "again"), "--cache", str(root / "cache"), "--recipe", "tiny",
             "--budget-seconds", str(BUDGET), "--quiet"]
     assert main(args) == 0

@@ -107,8 +107,9 @@ def test_median_is_exact(n):
 def test_whole_batch_conv_stack_matches_the_chunked_one(model_class, config):
     """Training's `conv_chunk=None` computes what inference's chunked stack does (same params)."""
     params = init_params(model_class(config), seed=3)
-    x = random_spectra(CONV_CHUNK + 5, seed=2)  # one whole chunk and a short one
+    x = random_spectra(3 * CONV_CHUNK, seed=2)  # a multiple of the chunk: the chunked path runs
     chunked = model_class(config).apply({"params": params}, x)
+    assert "scan" in str(jax.make_jaxpr(model_class(config).apply)({"params": params}, x))  # lax.map ran
     whole = model_class(config, conv_chunk=None).apply({"params": params}, x)
     for a, b in zip(jax.tree.leaves(chunked), jax.tree.leaves(whole), strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)

@@ -8,7 +8,7 @@ import pytest
 from ddm_jax.cli import main
 from ddm_jax.config import N_BINS, wavelength_grid
 from ddm_jax.errors import DDMError
-from ddm_jax.plotting import DENSITY_THRESHOLD, bpt_figure, load_decomposition, save_png, spectrum_figure
+from ddm_jax.plotting import DENSITY_THRESHOLD, DPI, bpt_figure, load_decomposition, save_png, spectrum_figure
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MIN_PNG_BYTES = 10_000  # a drawn figure, not an empty canvas
@@ -50,9 +50,9 @@ def test_spectrum_figure_has_decomposition_residual_and_bpt_panels(small, tmp_pa
     assert len(figure.axes[2].collections) == 3  # composite, SF and AGN points
     path = save_png(figure, tmp_path / "spectrum.png")
     width, height = _png_size(path)
-    assert (width, height) == (round(figure.get_figwidth() * 110), round(figure.get_figheight() * 110))
+    assert (width, height) == (round(figure.get_figwidth() * DPI), round(figure.get_figheight() * DPI))
     assert path.stat().st_size > MIN_PNG_BYTES
-    assert not list(tmp_path.glob(".*tmp*"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.npz", "spectrum.png"]  # no temporary left
 
 
 def test_bpt_figure_has_nii_and_sii_panels_with_shifts(small):

@@ -7,6 +7,7 @@ import pytest
 
 from ddm_jax import cli, lines, prepare, resample
 from ddm_jax.errors import DDMError
+from ddm_jax.spectra_io import read_array_file
 from spectra_helpers import (STRONG, WEAK, ppxf_sdss_path, sdss_like, sdss_pipeline_meets_snr,
                              sdss_redshift)
 
@@ -178,3 +179,13 @@ def test_load_prepared_rejects_what_is_not_a_prepared_file(tmp_path, capsys):
         (tmp_path / name).write_bytes(content)
         with pytest.raises(DDMError, match=f"{tmp_path / name}: not a readable PREPARED.npz"):
             prepare.load_prepared(tmp_path / name)
+
+
+def test_a_prepared_file_is_refused_as_raw_input(tmp_path):
+    """Its wavelengths are rest-frame already: reading it as a raw spectrum would de-redshift twice."""
+    path = tmp_path / "prepared.npz"
+    grid = np.linspace(3700.0, 8114.0, 2208)
+    np.savez(path, wavelength=grid, flux=np.ones((2, 2208)), ivar=np.ones((2, 2208)), z=np.zeros(2),
+             format=np.array(prepare.FORMAT))
+    with pytest.raises(DDMError, match="already on the rest-frame grid"):
+        read_array_file(path)

@@ -85,6 +85,20 @@ def test_interrupted_run_resumes_to_identical_outputs(job, tmp_path):
     assert_same(load_folder(out), reference)
 
 
+def test_resume_after_a_set_up_killed_before_job_json(job, tmp_path):
+    """job.json is written last: a .partial folder without it is an unfinished set-up, started afresh."""
+    root, reference = job
+    decomposer = Decomposer.from_checkpoint(root / "ckpt", batch_size=BATCH)
+    spectra, mass = RowSource(root / "spectra.npy", "spectra", 2208), RowSource(root / "mass.npy", "mass", None)
+    out = tmp_path / "out"
+    partial = decompose_to_folder(decomposer, spectra, mass, out, chunk_size=BATCH, stop_after_chunks=0)
+    assert (partial / "job.json").is_file() and (partial / "sf_spectrum.npy").is_file()
+    (partial / "job.json").unlink()
+    (partial / "sf_spectrum.npy").unlink()  # as if killed while creating the output files
+    assert decompose_to_folder(decomposer, spectra, mass, out, chunk_size=BATCH, resume=True) == out
+    assert_same(load_folder(out), reference)
+
+
 def test_kill_9_then_resume(job, tmp_path):
     """A real SIGKILL in the middle of a run loses nothing and duplicates nothing."""
     root, reference = job
@@ -152,12 +166,12 @@ def test_two_processes_on_disjoint_shares_then_merge(job, tmp_path):
         merge_folders([shares[0]], tmp_path / "incomplete")
 
 
-def test_progress_reports_rate_and_eta(capsys):
+def test_progress_reports_rate_and_eta():
     import io
 
     stream = io.StringIO()
     printer = ProgressPrinter(interval=0.0, stream=stream)
-    printer.begin(0, 100)
+    printer.begin(0)
     time.sleep(0.01)
     printer(40, 100)
     line = stream.getvalue()

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from ddm_jax import bpt, synthetic
-from ddm_jax.config import N_BINS, norm_window_slice, wavelength_grid
+from ddm_jax.config import N_BINS, SPEED_OF_LIGHT_KMS, norm_window_slice, wavelength_grid
+from ddm_jax.lines import LINES
 
 WAVELENGTH = wavelength_grid().astype(np.float64)
 WINDOW = norm_window_slice()
@@ -45,7 +46,7 @@ def test_lines_land_at_their_rest_wavelengths(emission):
 
 
 def test_line_fluxes_have_the_requested_ratios(emission):
-    sigma = lambda name: synthetic.EMISSION_LINES[name] * 70.0 / synthetic.SPEED_OF_LIGHT_KMS  # noqa: E731
+    sigma = lambda name: synthetic.EMISSION_LINES[name] * 70.0 / SPEED_OF_LIGHT_KMS  # noqa: E731
     flux = {name: _line_flux(emission, synthetic.EMISSION_LINES[name], sigma(name))
             for name in ("Hbeta", "[OIII]5007", "[OI]6300", "Halpha", "[NII]6584", "[SII]6717", "[SII]6731")}
     lines = np.asarray(REQUESTED.lines)
@@ -62,7 +63,7 @@ def test_line_fluxes_have_the_requested_ratios(emission):
 
 
 def test_halpha_equivalent_width_is_the_requested_one(emission):
-    sigma_a = synthetic.EMISSION_LINES["Halpha"] * 70.0 / synthetic.SPEED_OF_LIGHT_KMS
+    sigma_a = synthetic.EMISSION_LINES["Halpha"] * 70.0 / SPEED_OF_LIGHT_KMS
     continuum = float(synthetic.smooth_continuum(REQUESTED.age, REQUESTED.slope, synthetic.EMISSION_LINES["Halpha"]))
     ew = _line_flux(emission, synthetic.EMISSION_LINES["Halpha"], sigma_a) / continuum
     assert abs(np.log10(ew) - float(REQUESTED.lines[7])) < RATIO_TOL_DEX
@@ -136,3 +137,11 @@ def test_composites_conserve_flux():
     np.testing.assert_allclose(total(mixed), w * total(sf[i_sf]) + (1 - w) * total(agn[i_agn]), rtol=1e-5)
     np.testing.assert_array_equal(synthetic.composite(sf[0], agn[0], 1.0), sf[0])
     np.testing.assert_array_equal(synthetic.composite(sf[0], agn[0], 0.0), agn[0])
+
+
+def test_lines_are_at_the_vacuum_wavelengths_that_prepare_fits():
+    """Synthetic spectra put their lines where `prepare` finds real SDSS lines (vacuum, not air)."""
+    shared = {"Hbeta": "hbeta", "[OIII]5007": "oiii_5007", "[OI]6300": "oi_6300", "Halpha": "halpha",
+              "[NII]6548": "nii_6548", "[NII]6584": "nii_6584", "[SII]6717": "sii_6717", "[SII]6731": "sii_6731"}
+    for synthetic_name, fitted_name in shared.items():
+        assert synthetic.EMISSION_LINES[synthetic_name] == LINES[fitted_name], synthetic_name

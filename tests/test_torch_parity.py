@@ -1,6 +1,5 @@
 """A state_dict of the PyTorch port converts and reproduces the port's outputs."""
 
-import numpy as np
 import pytest
 
 from ddm_jax.config import DDMConfig, RegressorConfig
@@ -58,23 +57,13 @@ def test_port_has_keras_semantics(tmp_path):
     """The port itself matches real Keras once given the same weights (via the converter's params)."""
     keras_model = keras_reference()
     torch_port = torch_reference()
-    import torch
 
     config = DDMConfig.tiny()
     model = keras_model.build_ddm(config)
     keras_model.randomize_weights(model, seed=5)
     model.save_weights(tmp_path / "ddm.hdf5")
     params = convert_file(str(tmp_path / "ddm.hdf5")).params
-    module = torch_port.TorchDDM(config).eval()
-    state = {}
-    for key in module.state_dict():  # flax -> torch: the inverse of the converter's transposes
-        *layer, kind = key.split(".")
-        leaf = params
-        for part in layer:
-            leaf = leaf[part]
-        value = np.asarray(leaf["kernel" if kind == "weight" else "bias"])
-        state[key] = torch.from_numpy(value.transpose(2, 1, 0).copy() if value.ndim == 3 else value.T.copy())
-    module.load_state_dict(state)
+    module = torch_port.load_flax_params(torch_port.TorchDDM(config), params).eval()
     spectra = random_spectra(3, seed=6)
     for name, got, ref in zip(DDM_OUTPUTS, run_port(module, spectra), keras_model.predict(model, spectra)):
         assert_parity(got, ref.reshape(got.shape), f"port vs Keras {name}")

@@ -7,6 +7,7 @@ Needs the optional package `torch`.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -94,3 +95,19 @@ class TorchRegressor(nn.Module):
         h = _run_convs(self.convs, spectra, slope)
         h = F.leaky_relu(F.leaky_relu(self.dense_1(h), slope), slope)
         return self.out(F.leaky_relu(self.dense_2(h), slope))
+
+
+def load_flax_params(module: nn.Module, params) -> nn.Module:
+    """Load a Flax params tree into `module` (the inverse of the converter's transposes); returns it."""
+    state = {}
+    for key in module.state_dict():
+        *path, kind = key.split(".")
+        leaf = params
+        for part in path:
+            leaf = leaf[part]
+        value = np.asarray(leaf["kernel" if kind == "weight" else "bias"])
+        # flax Conv (k, in, out) -> torch Conv1d (out, in, k); flax Dense (in, out) -> torch Linear (out, in)
+        value = value.transpose(2, 1, 0) if value.ndim == 3 else value.T
+        state[key] = torch.from_numpy(np.ascontiguousarray(value))  # a copy: torch wants writable memory
+    module.load_state_dict(state)
+    return module
