@@ -11,18 +11,18 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ddm_jax import bpt
-from ddm_jax.config import PRESETS, conv_lengths, norm_window_slice
-from ddm_jax.inference import NII_HA, OIII_HB, decompose_batch
-from ddm_jax.models import COMPUTE_DTYPES, DDM, LineRatioRegressor
-from ddm_jax.training import fresh_params
+from ddm_jax.config import PRESETS, conv_lengths
+from ddm_jax.constants import NII_HA, OIII_HB, norm_window_slice
+from ddm_jax.inference import decompose_batch
+from ddm_jax.models import COMPUTE_DTYPES, DDM, LineRatioRegressor, fresh_params
 
 WORKLOADS = ("ddm", "pipeline")
 DDM_KEYS = ("sf_spectrum", "agn_spectrum", "p_sf", "p_agn", "p_total")
@@ -83,7 +83,7 @@ def make_inputs(count: int, n_bins: int, seed: int = 0) -> tuple[np.ndarray, np.
 
 
 def normalize_np(spectra: np.ndarray, mass: np.ndarray) -> np.ndarray:
-    """SPEC's DDM normalisation in NumPy (the upstream's way)."""
+    """The DDM's normalisation (docs/model.md#preprocessing) in NumPy, the upstream's way."""
     window = spectra[:, norm_window_slice(spectra.shape[1])]
     centred = spectra - np.median(window, axis=1, keepdims=True)
     return (centred / window.std(axis=1, keepdims=True) / mass[:, None]).astype(np.float32)

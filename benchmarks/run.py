@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import pipelines
-from ddm_jax.io import write_atomic, write_json_atomic, write_text_atomic
 from benchmarks.pipelines import FRAMEWORKS, OUTPUT_KEYS, WORKLOADS
+from ddm_jax.io import write_atomic, write_json_atomic, write_text_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PACKAGES = ("jax", "jaxlib", "flax", "numpy", "torch", "tensorflow-cpu", "tensorflow", "tf-keras")
@@ -38,7 +38,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: tiny networks, batches 1 and 8, two rounds, no torch.compile")
-    parser.add_argument("--preset", choices=("released", "tiny"), help="networks (default: released; tiny with --quick)")
+    parser.add_argument("--preset", choices=("released", "tiny"),
+                        help="networks (default: released; tiny with --quick)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", help="default 1 32 256 1024 (1 8 with --quick)")
     parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, help="default: every installed one")
     parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
@@ -173,7 +174,7 @@ def environment() -> dict:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             pass
-    env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    env = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
            "host": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
            "cpu": cpu, "cpu_count": os.cpu_count(), "jax_devices": [str(d) for d in jax.devices()],
            "xla_flags": os.environ.get("XLA_FLAGS", ""), "versions": versions}
@@ -244,14 +245,16 @@ def markdown(report: dict) -> str:
     env = report["environment"]
     roof = report["matmul_roofline_gflops"]
     lines = [f"# DDM benchmark: {report['preset']} networks, {env['cpu'].get('model', 'CPU')}", "",
-             f"- date {env['date']}, host {env['host']}, {env['cpu_count']} CPUs, ISA {', '.join(env['cpu'].get('isa', []))}",
+             f"- date {env['date']}, host {env['host']}, {env['cpu_count']} CPUs, "
+             f"ISA {', '.join(env['cpu'].get('isa', []))}",
              f"- load average (1/5/15 min) at start {', '.join(f'{v:.2f}' for v in env['load_average_start'])}, "
              f"at end {', '.join(f'{v:.2f}' for v in env['load_average_end'])}",
              "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()) + f", python {env['python']}",
              f"- XLA_FLAGS: `{env['xla_flags'] or '(none)'}`",
              f"- matmul roofline (best {roof['size']}^3 float32 matmul): {roof['float32_peak']:.0f} GFLOP/s "
              f"(NumPy {roof['numpy_float32']:.0f}, XLA {roof['jax_float32']:.0f}; XLA bf16 {roof['jax_bf16']:.0f})",
-             "- FLOPs per spectrum: " + ", ".join(f"{w} {f / 1e6:.0f} M" for w, f in report["flops_per_spectrum"].items()),
+             "- FLOPs per spectrum: "
+             + ", ".join(f"{w} {f / 1e6:.0f} M" for w, f in report["flops_per_spectrum"].items()),
              f"- {report['method']['statistic']}; memory: {report['method']['memory']}", ""]
     frameworks = report["frameworks"]
     by_key = {(r["workload"], r["batch"], r["framework"]): r for r in report["results"]}

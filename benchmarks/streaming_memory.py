@@ -45,8 +45,7 @@ def make_inputs(folder: Path, count: int, n_bins: int = 2208) -> None:
 def make_checkpoint(path: Path, config: str) -> None:
     from ddm_jax.checkpoint import save_checkpoint
     from ddm_jax.config import PRESETS, config_to_dict
-    from ddm_jax.models import DDM, LineRatioRegressor
-    from ddm_jax.training import fresh_params
+    from ddm_jax.models import DDM, LineRatioRegressor, fresh_params
 
     ddm_config, regressor_config = PRESETS[config]
     save_checkpoint(path, fresh_params(DDM(ddm_config), 0), fresh_params(LineRatioRegressor(regressor_config), 1),

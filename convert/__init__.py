@@ -58,7 +58,7 @@ def sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _abstract(network: str, config):
     return abstract_params(DDM(config) if network == "ddm" else LineRatioRegressor(config))
 

@@ -1,4 +1,4 @@
-"""BPT demarcation lines and classification (SPEC's post-processing).
+"""BPT demarcation lines and classification (docs/model.md#bpt-classification).
 
 x = log([NII]6584/Halpha), y = log([OIII]5007/Hbeta) for the [NII] diagram;
 x = log([SII]6717,6731/Halpha) for the [SII] diagram. All functions are elementwise and jittable.

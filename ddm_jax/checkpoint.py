@@ -1,4 +1,5 @@
-"""Orbax checkpoint I/O: one directory holds both networks' params and JSON metadata.
+"""Orbax checkpoint I/O: one directory holds both networks' params and JSON metadata; and the
+conversion of weight files (docs/model.md#weight-files) into such a checkpoint.
 
 Layout (an Orbax composite checkpoint): items `ddm` and `regressor` (params trees) and
 `metadata` (JSON: the two configs, the sources with SHA-256, the converter version).
@@ -9,6 +10,7 @@ TensorFlow nor PyTorch.
 
 from __future__ import annotations
 
+import datetime
 import os
 import shutil
 import uuid
@@ -18,7 +20,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from ddm_jax.config import DDMConfig, RegressorConfig, config_from_dict
+from ddm_jax import __version__
+from ddm_jax.config import DDMConfig, RegressorConfig, config_from_dict, config_to_dict
 from ddm_jax.errors import DDMError
 from ddm_jax.models import DDM, LineRatioRegressor, abstract_params
 
@@ -89,3 +92,20 @@ def load_checkpoint(path):
     except Exception as err:
         raise DDMError(f"{path}: cannot restore the params: {str(err).splitlines()[0]}") from err
     return restored.ddm, restored.regressor, metadata
+
+
+def convert_to_checkpoint(weight_files, output, preset: str = "auto", overwrite: bool = False):
+    """Convert both weight files (in any order) and write the checkpoint; returns the
+    (ddm, regressor) `ddm_jax_convert.ConvertedNetwork`s."""
+    from ddm_jax_convert import convert_files  # h5py/torch readers load only for this
+
+    ddm, regressor = convert_files(list(weight_files), preset)
+    metadata = {
+        "ddm_config": config_to_dict(ddm.config), "regressor_config": config_to_dict(regressor.config),
+        "presets": {"ddm": ddm.preset, "regressor": regressor.preset},
+        "sources": {"ddm": ddm.source, "regressor": regressor.source},
+        "converter_version": __version__,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    save_checkpoint(output, ddm.params, regressor.params, metadata, overwrite=overwrite)
+    return ddm, regressor

@@ -1,5 +1,9 @@
-"""The demo: a real, measured decomposition with nothing downloaded.
+"""The demo and the bundled example: the tool at work with nothing downloaded.
 
+`run_example` converts the committed tiny Keras-written weight files (random weights) and
+decomposes the bundled example spectra: a smoke test of the install, in seconds.
+
+`run_demo` is a real, measured decomposition:
 Trains the released-size DDM and line-ratio regressor on a seeded synthetic library within a
 wall-clock budget, caches the trained checkpoint, decomposes held-out composites with the
 real `Decomposer` and scores the recovered parts against the true ones.
@@ -21,34 +25,35 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import time
+from importlib import resources
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddm_jax import __version__, bpt, synthetic
-from ddm_jax.checkpoint import load_checkpoint, save_checkpoint
-from ddm_jax.config import PRESETS, config_to_dict
+from ddm_jax import __version__, bpt, constants, synthetic
+from ddm_jax.checkpoint import convert_to_checkpoint, load_checkpoint
+from ddm_jax.config import PRESETS, OptimizerConfig, TrainConfig, config_to_dict
+from ddm_jax.constants import NII_HA, OIII_HB
 from ddm_jax.errors import DDMError
-from ddm_jax.inference import NII_HA, OIII_HB, Decomposer
+from ddm_jax.inference import Decomposer
+from ddm_jax.input_pipeline import SpectralLibrary, normalize_example, synthetic_library
 from ddm_jax.io import load_npz, save_npz_atomic, write_json_atomic
-from ddm_jax.synthetic import random_composites
-from ddm_jax.training import (
-    OptimizerConfig,
-    SpectralLibrary,
-    TrainConfig,
-    normalize_example,
-    synthetic_library,
-    train,
-)
+from ddm_jax.plotting import fraction_figure, plot_decomposition, save_png
+from ddm_jax.progress import log
+from ddm_jax.train import export_checkpoint, train_networks
+
+RANDOM_WEIGHTS_NOTICE = (
+    "NOTE: these weights are RANDOM (a tiny test network written by Keras, bundled with ddm-jax).\n"
+    "The numbers below show the pipeline working end to end; they are NOT a real decomposition.\n"
+    "For science, download the released weights (see weights/README.md) and run `ddm-jax convert`.")
 
 DEFAULT_BUDGET_SECONDS = 300.0
 DEFAULT_CACHE = Path.home() / ".cache" / "ddm-jax" / "demo"
 HELD_OUT_FILE = "held_out.npz"
-RUN_DIRS = ("ddm_run", "regressor_run")  # in the cache, until both networks are trained
+RUN_DIR = "runs"  # in the cache, until both networks are trained
 DDM_OPTIMIZER = OptimizerConfig(learning_rate=1e-3, warmup_steps=20)
 REGRESSOR_OPTIMIZER = OptimizerConfig(learning_rate=5e-4, warmup_steps=10)
 TINY_OPTIMIZER = OptimizerConfig(learning_rate=3e-3, warmup_steps=2)
@@ -64,7 +69,7 @@ class DemoRecipe:
     held_out_size: int = 256  # SF and AGN spectra each, never trained on; also the number of composites
     composite_seed: int = 1
     snr: float = 30.0
-    spread: float = 0.25  # near-homogeneous classes, as SPEC's training recipe
+    spread: float = 0.25  # near-homogeneous classes, as upstream's training recipe (docs/model.md#training)
     ddm_batch: int = 32
     regressor_batch: int = 32
     # Spectrum losses are ~10x the probability losses at the start; the fractions are the demo's target.
@@ -80,9 +85,9 @@ class DemoRecipe:
     startup_seconds: float = 25.0  # per network: initial params and compiling its two train steps
     overhead_seconds: float = 30.0  # generating the library, evaluation, figures
 
-    def plan(self, budget_seconds: float) -> list[tuple[TrainConfig, float]]:
-        """(TrainConfig, max_seconds) of the DDM and of the regressor: the budget less the
-        overhead and start-ups is split by `ddm_share`, and steps planned at the nominal speeds."""
+    def plan(self, budget_seconds: float) -> dict[str, tuple[TrainConfig, float]]:
+        """{network: (TrainConfig, max_seconds)}: the budget less the overhead and start-ups is
+        split by `ddm_share`, and steps planned at the nominal speeds."""
         training = budget_seconds - self.overhead_seconds - 2 * self.startup_seconds
         if training <= 0:
             raise DDMError(f"a budget of {budget_seconds:g} s leaves no time to train: the demo needs more than "
@@ -92,13 +97,14 @@ class DemoRecipe:
         common = {"seed": self.library_seed, "checkpoint_every": 50, "log_every": 5, "keep_checkpoints": 1}
         ddm_steps = max(1, round(shares[0] * self.ddm_steps_per_second))
         regressor_steps = max(1, round(shares[1] * self.regressor_steps_per_second))
-        ddm = TrainConfig(steps=ddm_steps, batch_size=self.ddm_batch, ddm_optimizer=self.ddm_optimizer,
-                          train_regressor=False, loss_weights=self.loss_weights,
+        ddm = TrainConfig(steps=ddm_steps, batch_size=self.ddm_batch, optimizer=self.ddm_optimizer,
+                          loss_weights=self.loss_weights,
                           dropout_free_steps=round(self.dropout_free_fraction * ddm_steps), **common)
-        regressor = TrainConfig(steps=regressor_steps, batch_size=self.regressor_batch, train_ddm=False,
-                                regressor_optimizer=self.regressor_optimizer,
+        regressor = TrainConfig(steps=regressor_steps, batch_size=self.regressor_batch,
+                                optimizer=self.regressor_optimizer,
                                 dropout_free_steps=round(self.dropout_free_fraction * regressor_steps), **common)
-        return [(ddm, self.startup_seconds + shares[0]), (regressor, self.startup_seconds + shares[1])]
+        return {"ddm": (ddm, self.startup_seconds + shares[0]),
+                "regressor": (regressor, self.startup_seconds + shares[1])}
 
 
 RECIPES = {
@@ -113,12 +119,13 @@ RECIPES = {
 
 def fingerprint(recipe: DemoRecipe, budget_seconds: float) -> str:
     """Digest of what determines the trained params: the cache key."""
-    (ddm, _), (regressor, _) = recipe.plan(budget_seconds)
+    (ddm, _), (regressor, _) = recipe.plan(budget_seconds).values()
     ddm_config, regressor_config = PRESETS[recipe.preset]
-    key = {"version": __version__, "recipe": dataclasses.asdict(recipe), "ddm_train": ddm.to_dict(),
+    key = {"version": __version__, "recipe": dataclasses.asdict(recipe), "ddm_train": config_to_dict(ddm),
            # the generator's code: a changed synthetic library must not load networks trained on the old one
-           "synthetic": hashlib.sha256(Path(synthetic.__file__).read_bytes()).hexdigest(),
-           "regressor_train": regressor.to_dict(), "ddm_config": config_to_dict(ddm_config),
+           "synthetic": [hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()
+                         for module in (synthetic, constants)],
+           "regressor_train": config_to_dict(regressor), "ddm_config": config_to_dict(ddm_config),
            "regressor_config": config_to_dict(regressor_config)}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -136,7 +143,7 @@ def make_library(recipe: DemoRecipe) -> tuple[SpectralLibrary, SpectralLibrary]:
 
 def held_out_composites(recipe: DemoRecipe, held_out: SpectralLibrary) -> dict[str, np.ndarray]:
     """Composites of held-out spectra with w ~ U(0, 1), and their true parts in normalised units."""
-    composites, w, sf_index, agn_index = random_composites(
+    composites, w, sf_index, agn_index = synthetic.random_composites(
         jax.random.PRNGKey(recipe.composite_seed), held_out.sf, held_out.agn, recipe.held_out_size)
     mass = jnp.ones_like(w)  # the training composites' mass (TrainConfig.mass_range)
     _, sf_true, agn_true = jax.vmap(normalize_example)(held_out.sf[sf_index], held_out.agn[agn_index], w, mass)
@@ -148,43 +155,31 @@ def held_out_composites(recipe: DemoRecipe, held_out: SpectralLibrary) -> dict[s
 
 # ----------------------------------------------------------------------------- training and cache
 
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def train_networks(recipe: DemoRecipe, budget_seconds: float, cache_dir: Path, library: SpectralLibrary,
-                   progress: bool) -> tuple[tuple, dict]:
+def train_demo_networks(recipe: DemoRecipe, budget_seconds: float, cache_dir: Path, library: SpectralLibrary,
+                        progress: bool) -> tuple[dict, dict]:
     """Train (or resume) the DDM, then the regressor, each within its share of the budget.
 
-    Returns ((ddm_params, regressor_params), training info).
+    Returns (TrainResults by network, training info).
     """
-    ddm_config, regressor_config = PRESETS[recipe.preset]
-    results = []
-    for name, run_dir, (config, max_seconds) in zip(("DDM", "regressor"), RUN_DIRS, recipe.plan(budget_seconds)):
-        _log(f"training the {recipe.preset}-size {name}: {config.steps} steps of {config.batch_size}, "
-             f"at most {max_seconds:.0f} s")
-        results.append(train(cache_dir / run_dir, library, config, ddm_config, regressor_config,
-                             max_seconds=max_seconds, progress=progress))
-    ddm, regressor = results
+    plan = recipe.plan(budget_seconds)
+    for network, (config, max_seconds) in plan.items():
+        log(f"training the {recipe.preset}-size {network}: {config.steps} steps of {config.batch_size}, "
+            f"at most {max_seconds:.0f} s")
+    results = train_networks(cache_dir / RUN_DIR, library, {network: config for network, (config, _) in plan.items()},
+                             *PRESETS[recipe.preset], max_seconds={network: s for network, (_, s) in plan.items()},
+                             progress=progress)
+    ddm, regressor = results["ddm"], results["regressor"]
     info = {"training_seconds": round(ddm.seconds + regressor.seconds, 1),
             "ddm_steps": ddm.step, "regressor_steps": regressor.step,
             "ddm_samples_per_second": _finite(ddm.samples_per_second),
             "regressor_samples_per_second": _finite(regressor.samples_per_second),
             "training_completed": ddm.completed and regressor.completed}
-    return (ddm.ddm_params, regressor.regressor_params), info
+    return results, info
 
 
 def _finite(value: float) -> float | None:
     """Rounded, or None (JSON null) where no speed was measured (fewer than two steps)."""
     return round(value, 1) if np.isfinite(value) else None
-
-
-def save_model(cache_dir: Path, recipe: DemoRecipe, params: tuple, info: dict) -> Path:
-    """The trained pair as a ddm-jax checkpoint (`decompose` reads it), with the training info."""
-    ddm_config, regressor_config = PRESETS[recipe.preset]
-    return save_checkpoint(cache_dir / "model", *params, {
-        "ddm_config": config_to_dict(ddm_config), "regressor_config": config_to_dict(regressor_config),
-        "demo": info}, overwrite=True)
 
 
 def load_model(cache_dir: Path):
@@ -203,7 +198,9 @@ def load_held_out(cache_dir: Path) -> dict[str, np.ndarray]:
 
 def score(data: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> dict:
     """The recovered fractions, spectra and [NII]-BPT classes against the true ones."""
-    rmse = lambda a, b: float(np.sqrt(np.mean((a - b) ** 2)))
+    def rmse(a, b):
+        return float(np.sqrt(np.mean((a - b) ** 2)))
+
     true_lines = data["true_line_ratios"]  # (n, 2, 8): SF part, AGN part
     true_class = np.asarray(bpt.classify_nii(true_lines[..., NII_HA], true_lines[..., OIII_HB]))
     recovered_class = out["bpt_class"][:, 1:]  # axis 1: composite, SF part, AGN part
@@ -222,30 +219,12 @@ def score(data: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> dict:
     }
 
 
-def fraction_figure(data: dict[str, np.ndarray], out: dict[str, np.ndarray]):
-    """Recovered against true SF fraction of the held-out composites."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(5, 5), layout="constrained")
-    FigureCanvasAgg(figure)
-    ax = figure.subplots()
-    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect")
-    ax.scatter(data["true_sf_fraction"], out["sf_fraction"], s=8, color="tab:blue", label="held-out composite")
-    ax.set(xlim=(0, 1), ylim=(-0.02, 1.02), xlabel="true SF fraction", ylabel="recovered SF fraction",
-           title="SF fraction of held-out composites")
-    ax.legend(loc="upper left", fontsize=8)
-    return figure
-
-
 def write_outputs(output_dir: Path, data: dict, out: dict, wavelength: np.ndarray, metrics: dict) -> None:
     """decomposition.npz, the figures, then metrics.json: each file atomic, metrics.json last,
     so its presence means the rest is whole."""
-    from ddm_jax.plotting import plot_decomposition, save_png
-
     arrays = {"wavelength": wavelength, **out, **{k: v for k, v in data.items() if k.startswith("true_")}}
-    npz = save_npz_atomic(output_dir / "decomposition.npz", arrays)
-    plot_decomposition(npz, output_dir)
+    save_npz_atomic(output_dir / "decomposition.npz", arrays)
+    plot_decomposition(arrays, output_dir)
     save_png(fraction_figure(data, out), output_dir / "sf_fraction.png")
     write_json_atomic(output_dir / "metrics.json", metrics)
 
@@ -272,12 +251,12 @@ def run_demo(output_dir, budget_seconds: float = DEFAULT_BUDGET_SECONDS, cache=D
     if cached is None:
         params, info, data = _train_fresh(chosen, budget_seconds, cache_dir, progress)
     else:
-        _log(f"loading the trained networks from {cache_dir}")
+        log(f"loading the trained networks from {cache_dir}")
         (params, info), data = cached, load_held_out(cache_dir)
 
     ddm_config, regressor_config = PRESETS[chosen.preset]
     decomposer = Decomposer(*params, ddm_config, regressor_config)
-    _log(f"decomposing {len(data['composite'])} held-out composites")
+    log(f"decomposing {len(data['composite'])} held-out composites")
     out = decomposer(data["composite"], data["mass"])
     device = jax.devices()[0]
     metrics = {**score(data, out), **info, "from_cache": cached is not None, "budget_seconds": budget_seconds,
@@ -291,18 +270,18 @@ def run_demo(output_dir, budget_seconds: float = DEFAULT_BUDGET_SECONDS, cache=D
 
 def _train_fresh(recipe: DemoRecipe, budget_seconds: float, cache_dir: Path, progress: bool):
     """Generate the data, train within the budget; cache the model and held-out set once complete."""
-    _log(f"generating {recipe.library_size} + {recipe.held_out_size} synthetic SF and AGN spectra")
+    log(f"generating {recipe.library_size} + {recipe.held_out_size} synthetic SF and AGN spectra")
     library, held_out = make_library(recipe)
     data = held_out_composites(recipe, held_out)
-    params, info = train_networks(recipe, budget_seconds, cache_dir, library, progress)
+    results, info = train_demo_networks(recipe, budget_seconds, cache_dir, library, progress)
     if info["training_completed"]:
         save_npz_atomic(cache_dir / HELD_OUT_FILE, data)
-        save_model(cache_dir, recipe, params, info)  # its presence marks a complete cache
-        for run_dir in RUN_DIRS:  # optimiser states and all: hundreds of MB the model supersedes
-            shutil.rmtree(cache_dir / run_dir)
+        # its presence marks a complete cache
+        export_checkpoint(cache_dir / "model", results, overwrite=True, extra={"demo": info})
+        shutil.rmtree(cache_dir / RUN_DIR)  # optimiser states and all: hundreds of MB the model supersedes
     else:
-        _log("the budget ran out before training finished (checkpointed): run again to continue")
-    return params, info, data
+        log("the budget ran out before training finished (checkpointed): run again to continue")
+    return (results["ddm"].params, results["regressor"].params), info, data
 
 
 def summary(metrics: dict, output_dir) -> str:
@@ -322,5 +301,36 @@ def summary(metrics: dict, output_dir) -> str:
         f"wrote {output_dir}/metrics.json, decomposition.npz and figures ({metrics['total_seconds']:.0f} s in all)",
     ]
     if metrics["checkpoint"]:
-        lines.append(f"checkpoint (`ddm-jax decompose --weights`; trained on synthetic spectra): {metrics['checkpoint']}")
+        lines.append("checkpoint (`ddm-jax decompose --weights`; trained on synthetic spectra): "
+                     f"{metrics['checkpoint']}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- the bundled example
+
+def bundled(name: str) -> Path:
+    """A file of the package's data folder."""
+    return Path(str(resources.files("ddm_jax") / "data" / name))
+
+
+def run_example(output_dir) -> str:
+    """Convert the bundled tiny Keras files into `output_dir/checkpoint`, decompose the bundled
+    spectra into `output_dir/decomposition.npz`; returns a table of the results for people."""
+    from ddm_jax.bpt import CLASS_NAMES
+
+    output_dir = Path(output_dir)
+    checkpoint = output_dir / "checkpoint"
+    convert_to_checkpoint([bundled("tiny_ddm_keras.hdf5"), bundled("tiny_regressor_keras.hdf5")], checkpoint,
+                          overwrite=True)
+    examples = load_npz(bundled("example_spectra.npz"), "example spectra", ("flux", "mass", "label"))
+    decomposer = Decomposer.from_checkpoint(checkpoint)
+    result = decomposer(examples["flux"], examples["mass"])
+    output = save_npz_atomic(output_dir / "decomposition.npz", {"wavelength": decomposer.wavelength, **result})
+    lines = [f"converted the bundled Keras files -> {checkpoint}", "",
+             f"{'spectrum':28s} {'p_sf':>7s} {'p_agn':>7s} {'SF frac':>7s}  BPT class (composite / SF part / AGN part)"]
+    for i, label in enumerate(examples["label"]):
+        classes = " / ".join(CLASS_NAMES[int(c)] for c in result["bpt_class"][i])
+        lines.append(f"{str(label):28s} {result['p_sf'][i]:7.3f} {result['p_agn'][i]:7.3f} "
+                     f"{result['sf_fraction'][i]:7.3f}  {classes}")
+    lines += ["", f"wrote {output} (keys: {', '.join(['wavelength', *result])})"]
     return "\n".join(lines)

@@ -11,20 +11,19 @@
 from __future__ import annotations
 
 import hashlib
-import sys
-import time
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding, PartitionSpec
 
 from ddm_jax import bpt
-from ddm_jax.config import (DDMConfig, RegressorConfig, config_from_dict, config_to_dict, norm_window_slice,
-                            wavelength_grid)
+from ddm_jax.batching import BATCH_AXIS, batch_ranges, device_mesh, pad_rows, pipelined
+from ddm_jax.config import DDMConfig, RegressorConfig, config_from_dict, config_to_dict
+from ddm_jax.constants import NII_HA, OIII_HB, norm_window_slice, wavelength_grid
 from ddm_jax.errors import DDMError
 from ddm_jax.models import COMPUTE_DTYPES, DDM, LineRatioRegressor
 from ddm_jax.preprocess import center_batch, normalize_batch
@@ -33,14 +32,14 @@ from ddm_jax.preprocess import center_batch, normalize_batch
 # line_ratios (B, 3, 8) and bpt_class (B, 3): axis 1 is (composite, SF part, AGN part).
 OUTPUT_KEYS = ("sf_spectrum", "agn_spectrum", "p_sf", "p_agn", "p_total", "sf_fraction",
                "residual", "line_ratios", "bpt_class")
-NII_HA, OIII_HB = 0, 1  # regressor output indices (SPEC)
 DEFAULT_BATCH_SIZE = 256
 
 
 @partial(jax.jit, static_argnames=("ddm", "regressor", "normalize", "bpt_scheme"))
 def decompose_batch(ddm_params, regressor_params, spectra, mass, *, ddm: DDM, regressor: LineRatioRegressor,
                     normalize: bool = True, bpt_scheme: str = "standard") -> dict:
-    """The whole pipeline on one batch: spectra (B, n_bins), mass (B,) -> dict of OUTPUT_KEYS arrays."""
+    """The whole pipeline on one batch: spectra (B, n_bins), mass (B,) -> dict of OUTPUT_KEYS arrays
+    (docs/model.md#preprocessing, #post-processing, #bpt-classification)."""
     x = normalize_batch(spectra, mass) if normalize else spectra
     out = ddm.apply({"params": ddm_params}, x)
     sf_fraction = jnp.clip(out.p_sf, 0.0, 1.0)
@@ -150,9 +149,9 @@ class Decomposer:
             raise DDMError(f"Monte-Carlo dropout needs at least 2 samples (0 turns it off), got {samples}")
         if ddm_config.n_bins != regressor_config.n_bins:
             raise DDMError("the DDM and the regressor were built for different spectrum lengths")
-        mesh = Mesh(np.array(jax.local_devices()), ("batch",))
+        mesh = device_mesh()
         self.n_devices = mesh.size
-        self.batch_sharding = NamedSharding(mesh, PartitionSpec("batch"))
+        self.batch_sharding = NamedSharding(mesh, PartitionSpec(BATCH_AXIS))
         self.ddm_params, self.regressor_params = jax.device_put(
             (ddm_params, regressor_params), NamedSharding(mesh, PartitionSpec()))
         dtype = COMPUTE_DTYPES[precision]  # params stay float32; bf16 casts the computation only
@@ -162,7 +161,7 @@ class Decomposer:
         self.wavelength = wavelength_grid(ddm_config.n_bins)
 
     @classmethod
-    def from_checkpoint(cls, path, **kwargs) -> "Decomposer":
+    def from_checkpoint(cls, path, **kwargs) -> Decomposer:
         from ddm_jax.checkpoint import load_checkpoint  # keeps orbax off the import path of pure users
 
         ddm_params, regressor_params, metadata = load_checkpoint(path)
@@ -179,13 +178,9 @@ class Decomposer:
         `first_row` (the batch's first row in the whole input) seeds its dropout masks, so that a
         resumed Monte-Carlo run reproduces an uninterrupted one.
         """
-        count = spectra.shape[0]
-        mass = np.ones(count, np.float32) if mass is None else mass
-        if count < size:
-            take = np.r_[0:count, np.full(size - count, count - 1)]
-            spectra, mass = spectra[take], mass[take]
-        spectra, mass = jax.device_put((np.asarray(spectra, np.float32), np.asarray(mass, np.float32).reshape(-1)),
-                                       self.batch_sharding)
+        mass = np.ones(spectra.shape[0], np.float32) if mass is None else np.asarray(mass).reshape(-1)
+        spectra, mass = jax.device_put((pad_rows(np.asarray(spectra, np.float32), size),
+                                        pad_rows(np.asarray(mass, np.float32), size)), self.batch_sharding)
         out = decompose_batch(self.ddm_params, self.regressor_params, spectra, mass, ddm=self.ddm,
                               regressor=self.regressor, normalize=normalize, bpt_scheme=self.bpt_scheme)
         if self.samples:
@@ -231,45 +226,17 @@ class Decomposer:
         spectra, mass = validate_inputs(spectra, mass, self.ddm.config.n_bins, normalize)
         count = spectra.shape[0]
         chunk = self.padded_batch(min(self.batch_size, 1 << (count - 1).bit_length()))  # a batch of 1 stays small
-        results, pending = [], None
-        for start in range(0, count, chunk):
-            stop = min(start + chunk, count)
-            launched = self.launch(spectra[start:stop], mass[start:stop], normalize, chunk, first_row=start)
-            if pending is not None:
-                results.append(self.collect(*pending))
-                if progress is not None:
-                    progress(start, count)
-            pending = (launched, stop - start)
-        results.append(self.collect(*pending))
-        if progress is not None:
-            progress(count, count)
+
+        def launch(rows):
+            return self.launch(spectra[rows[0]:rows[1]], mass[rows[0]:rows[1]], normalize, chunk, first_row=rows[0])
+
+        def collect(rows, launched):
+            return self.collect(launched, rows[1] - rows[0])
+
+        results = []
+        for (_, stop), result in pipelined(batch_ranges(count, chunk), launch, collect):
+            results.append(result)
+            if progress is not None:
+                progress(stop, count)
         keys = OUTPUT_KEYS + (STD_KEYS if self.samples else ())
         return {key: np.concatenate([r[key] for r in results]) for key in keys}
-
-
-class ProgressPrinter:
-    """Progress on stderr: 'N/M spectra, R spectra/s, ETA'; one updating line on a terminal,
-    else a line every `interval` seconds."""
-
-    def __init__(self, label: str = "decompose", interval: float = 5.0, stream=sys.stderr):
-        self.label, self.interval, self.stream = label, interval, stream
-        self.tty = hasattr(stream, "isatty") and stream.isatty()
-        self.begin(0)
-
-    def begin(self, done: int) -> None:
-        """Start timing; `done` rows (from an earlier, resumed run) do not count towards the rate."""
-        self.start, self.last, self.first_done = time.perf_counter(), 0.0, done
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.perf_counter()
-        if now - self.last < (0.2 if self.tty else self.interval) and done < total:
-            return
-        self.last = now
-        rate = (done - self.first_done) / max(now - self.start, 1e-9)
-        eta = f"{(total - done) / rate:.0f} s" if rate > 0 else "?"
-        bar = "#" * int(30 * done / max(total, 1))
-        line = f"{self.label}: [{bar:30s}] {done}/{total} spectra, {rate:.0f} spectra/s, ETA {eta}"
-        if self.tty:
-            print("\r" + line, end="\n" if done >= total else "", file=self.stream, flush=True)
-        else:
-            print(line, file=self.stream, flush=True)

@@ -1,4 +1,6 @@
-"""Safe file I/O: .npz reading without pickles; atomic writing (never a partial file)."""
+"""Safe file I/O: .npz reading without pickles, atomic writing (never a partial file), row-wise
+.npy reading and writing with pread/pwrite (no memory map, so resident memory stays flat),
+and the settings check that lets a job resume only as it was started."""
 
 from __future__ import annotations
 
@@ -6,8 +8,9 @@ import json
 import os
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 import numpy as np
 
@@ -59,3 +62,110 @@ def write_text_atomic(path, text: str) -> Path:
 
 def write_json_atomic(path, data) -> Path:
     return write_text_atomic(path, json.dumps(data, indent=1) + "\n")
+
+
+def changed_settings(path, settings: dict) -> list[str]:
+    """The keys whose values differ between the JSON object saved at `path` and `settings`
+    (compared as JSON: tuples and lists are equal)."""
+    saved = json.loads(Path(path).read_text())
+    settings = json.loads(json.dumps(settings))
+    return sorted(key for key in set(saved) | set(settings) if saved.get(key) != settings.get(key))
+
+
+class NpyArray:
+    """Rows of a C-ordered `.npy` file, read with `pread` (no pickles, no memory map)."""
+
+    def __init__(self, path: Path, what: str):
+        self.path, self.what = Path(path), what
+        try:
+            with open(self.path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, fortran_order, dtype = read_header(f)
+                self.offset = f.tell()
+        except FileNotFoundError as err:
+            raise DDMError(f"{what} file {self.path} does not exist") from err
+        except (ValueError, OSError) as err:
+            raise DDMError(f"{what} file {self.path} is not a readable .npy array: {err}") from err
+        if dtype.hasobject:
+            raise DDMError(f"{what} file {self.path} holds pickled Python objects; only numeric .npy arrays "
+                           "are accepted")
+        if dtype.kind not in "fiu":
+            raise DDMError(f"{what} file {self.path} is not numeric (dtype {dtype})")
+        if fortran_order and len(shape) > 1:
+            raise DDMError(f"{what} file {self.path} is Fortran-ordered; save it with np.ascontiguousarray")
+        self.dtype, self.shape = dtype, shape
+        self._set_rows(shape[0] if shape else 1, shape[1:])
+        expected = self.offset + self.rows * self.row_bytes
+        if self.path.stat().st_size < expected:
+            raise DDMError(f"{what} file {self.path} is truncated: {self.path.stat().st_size} bytes, "
+                           f"its header promises {expected}")
+
+    def _set_rows(self, rows: int, row_shape: tuple[int, ...]) -> None:
+        self.rows, self.row_shape = rows, row_shape
+        self.row_bytes = self.dtype.itemsize * int(np.prod(row_shape, dtype=np.int64))
+
+    def as_one_row(self) -> None:
+        """Read a 1-D array as a single row (one spectrum of shape (n_bins,))."""
+        self._set_rows(1, self.shape)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        with open(self.path, "rb") as f:
+            raw = os.pread(f.fileno(), (stop - start) * self.row_bytes, self.offset + start * self.row_bytes)
+        return np.frombuffer(raw, self.dtype).reshape((stop - start,) + self.row_shape)
+
+
+class RowSource:
+    """One logical array over a `.npy` file or a folder of `.npy` chunks (concatenated on axis 0).
+
+    A 1-D spectra file of shape (n_bins,) is one spectrum; a 0-D mass file is one mass.
+    """
+
+    def __init__(self, path, what: str, row_width: int | None):
+        path = Path(path)
+        files = sorted(path.glob("*.npy")) if path.is_dir() else [path]
+        if not files:
+            raise DDMError(f"{what} folder {path} holds no .npy files")
+        self.what, self.paths = what, files
+        self.parts = [NpyArray(f, what) for f in files]
+        for part in self.parts:
+            if row_width is not None and part.shape == (row_width,):
+                part.as_one_row()
+            if row_width is not None and part.row_shape != (row_width,):
+                raise DDMError(f"{what} file {part.path} has shape {part.shape}; need (B, {row_width})")
+            if row_width is None and len(part.shape) > 1:
+                raise DDMError(f"{what} file {part.path} has shape {part.shape}; need one value per spectrum")
+        self.starts = np.cumsum([0] + [p.rows for p in self.parts])
+        self.rows = int(self.starts[-1])
+        if self.rows == 0:
+            raise DDMError(f"the {what} array is empty ({path})")
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        pieces = []
+        for index, part in enumerate(self.parts):
+            lo, hi = max(start, self.starts[index]), min(stop, self.starts[index + 1])
+            if lo < hi:
+                pieces.append(part.read(lo - self.starts[index], hi - self.starts[index]))
+        return np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+
+    def fingerprint(self) -> list:
+        return [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in self.paths]
+
+
+class NpyWriter:
+    """A preallocated `.npy` file filled row block by row block with `pwrite`."""
+
+    def __init__(self, path: Path, dtype, shape: tuple[int, ...], create: bool):
+        if create:
+            np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape).flush()  # header + sparse body
+        self.array = NpyArray(path, "output")
+        self.path = path
+
+    def write(self, start: int, values: np.ndarray) -> None:
+        data = np.ascontiguousarray(values, self.array.dtype).tobytes()
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            os.pwrite(fd, data, self.array.offset + start * self.array.row_bytes)
+        finally:
+            os.close(fd)

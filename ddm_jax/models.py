@@ -1,18 +1,20 @@
 """Flax Linen modules for the DDM and the line-ratio regressor (modules only, no I/O).
 
-Keras semantics are kept exactly (SPEC): LeakyReLU slope 0.3, asymmetric 'same' padding,
+Keras semantics are kept exactly (docs/model.md#keras-semantics): LeakyReLU slope 0.3, asymmetric 'same' padding,
 channels-last flatten in (length, channels) order, dropout off unless `deterministic=False`
 (then a 'dropout' RNG is needed, e.g. for training or Monte-Carlo dropout).
 """
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from ddm_jax.config import ConvSpec, DDMConfig, RegressorConfig, same_padding
@@ -190,3 +192,27 @@ def abstract_params(model: nn.Module):
     n_bins = model.config.n_bins
     variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, n_bins), jnp.float32))
     return variables["params"]
+
+
+LECUN_TRUNCATION = 2.0  # standard deviations, as flax's truncated-normal initialisers
+LECUN_STD_CORRECTION = 0.87962566103423978  # std of a unit normal truncated to +-2
+
+
+def fresh_params(model, seed: int):
+    """Random params with flax's default initialisation (LeCun-normal kernels, zero biases).
+
+    Drawn with numpy: jitting flax's `init` costs tens of seconds of XLA:CPU compilation
+    (one threefry program per param), this costs milliseconds. Same distribution, other draws.
+    """
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        if path[-1].key != "kernel":
+            return np.zeros(leaf.shape, leaf.dtype)
+        values = rng.standard_normal(leaf.shape)
+        while (outside := np.abs(values) > LECUN_TRUNCATION).any():
+            values[outside] = rng.standard_normal(int(outside.sum()))
+        fan_in = math.prod(leaf.shape[:-1])
+        return (values * (1.0 / math.sqrt(fan_in)) / LECUN_STD_CORRECTION).astype(leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(draw, abstract_params(model))

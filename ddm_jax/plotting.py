@@ -3,7 +3,7 @@
 Figures are built on matplotlib's object API with the Agg canvas: no pyplot, no global
 backend switch, nothing shown on screen.
 
-    out = load_decomposition("OUT.npz")
+    out = load_decomposition("OUT.npz")   # or the dict `Decomposer` returns, with `wavelength`
     save_png(spectrum_figure(out, 0), "spectrum_0.png")
     save_png(bpt_figure(out), "bpt.png")
 """
@@ -19,11 +19,11 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from ddm_jax import bpt
+from ddm_jax.constants import NII_HA, OIII_HB, SII_HA
 from ddm_jax.errors import DDMError
 from ddm_jax.io import load_npz, write_atomic
 
 REQUIRED_KEYS = ("wavelength", "sf_spectrum", "agn_spectrum", "sf_fraction", "residual", "line_ratios")
-NII_HA, OIII_HB, SII_HA = 0, 1, 6  # regressor output indices (SPEC)
 COMPOSITE, SF, AGN = 0, 1, 2  # axis 1 of line_ratios
 DENSITY_THRESHOLD = 200  # above this many galaxies, composites are drawn as a density
 COLORS = {"composite": "black", "sf": "tab:blue", "agn": "tab:red", "model": "0.55"}
@@ -36,15 +36,23 @@ def load_decomposition(path) -> dict:
     """The arrays of a decompose output file, checked for the keys and shapes plots need."""
     path = Path(path)
     out = load_npz(path, "`ddm-jax decompose` output", REQUIRED_KEYS)
+    check_decomposition(out, path)
+    return out
+
+
+def check_decomposition(out: dict, where) -> None:
+    """A DDMError naming `where` unless `out` has the keys and shapes plots need."""
+    missing = [key for key in REQUIRED_KEYS if key not in out]
+    if missing:
+        raise DDMError(f"{where}: not a decomposition: lacks {', '.join(missing)}")
     n, n_bins = out["sf_spectrum"].shape
     expected = {"wavelength": (n_bins,), "agn_spectrum": (n, n_bins), "residual": (n, n_bins),
                 "sf_fraction": (n,)}
     for key, shape in expected.items():
         if out[key].shape != shape:
-            raise DDMError(f"{path}: {key} has shape {out[key].shape}, expected {shape}")
+            raise DDMError(f"{where}: {key} has shape {out[key].shape}, expected {shape}")
     if out["line_ratios"].shape[:2] != (n, 3):
-        raise DDMError(f"{path}: line_ratios has shape {out['line_ratios'].shape}, expected ({n}, 3, 8)")
-    return out
+        raise DDMError(f"{where}: line_ratios has shape {out['line_ratios'].shape}, expected ({n}, 3, 8)")
 
 
 def save_png(figure: Figure, path) -> Path:
@@ -151,12 +159,25 @@ def bpt_figure(out: dict) -> Figure:
     return figure
 
 
-def plot_decomposition(path, output_dir, indices=None) -> list[Path]:
-    """Write `spectrum_<i>.png` for each index (default: the first three) and `bpt.png`."""
-    out = load_decomposition(path)
+def plot_decomposition(out: dict, output_dir, indices=None) -> list[Path]:
+    """Write `spectrum_<i>.png` for each index (default: the first three) and `bpt.png` of a
+    decomposition's arrays (`decompose`'s outputs, or `load_decomposition`'s)."""
+    check_decomposition(out, "the decomposition")
     n = out["sf_fraction"].shape[0]
     indices = range(min(n, 3)) if indices is None else indices
     output_dir = Path(output_dir)
     written = [save_png(spectrum_figure(out, i), output_dir / f"spectrum_{i}.png") for i in indices]
     written.append(save_png(bpt_figure(out), output_dir / "bpt.png"))
     return written
+
+
+def fraction_figure(data: dict[str, np.ndarray], out: dict[str, np.ndarray]):
+    """Recovered against true SF fraction of the held-out composites."""
+    figure = _new_figure((5, 5))
+    ax = figure.subplots()
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect")
+    ax.scatter(data["true_sf_fraction"], out["sf_fraction"], s=8, color="tab:blue", label="held-out composite")
+    ax.set(xlim=(0, 1), ylim=(-0.02, 1.02), xlabel="true SF fraction", ylabel="recovered SF fraction",
+           title="SF fraction of held-out composites")
+    ax.legend(loc="upper left", fontsize=8)
+    return figure

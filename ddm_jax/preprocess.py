@@ -1,4 +1,4 @@
-"""SPEC's preprocessing, written for one spectrum and batched with `vmap`.
+"""The preprocessing (docs/model.md#preprocessing), written for one spectrum and batched with `vmap`.
 
 All functions are jittable; the normalisation window is a static slice of the grid.
 """
@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ddm_jax.config import N_BINS, norm_window_slice
+from ddm_jax.constants import N_BINS, norm_window_slice
 
 _WINDOW = norm_window_slice(N_BINS)
 _SIGN = np.uint32(0x80000000)

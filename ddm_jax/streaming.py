@@ -1,4 +1,5 @@
-"""Survey-scale decomposition: inputs larger than memory, incremental output, kill-safe resume.
+"""Decompose jobs over files: an in-memory .npz, or a folder for inputs larger than memory with
+incremental output and kill-safe resume; multi-host shares and their merge.
 
 Inputs are `.npy` files (or folders of `.npy` chunks, taken in name order) read a chunk at a
 time with `pread`, and results go straight to preallocated `.npy` files with `pwrite`: no file
@@ -18,117 +19,66 @@ import datetime
 import json
 import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from ddm_jax import __version__
+from ddm_jax.batching import batch_ranges, pipelined, prefetched
 from ddm_jax.errors import DDMError
 from ddm_jax.inference import Decomposer, validate_inputs
-from ddm_jax.io import write_json_atomic
+from ddm_jax.io import NpyArray, NpyWriter, RowSource, changed_settings, save_npz_atomic, write_json_atomic
 
 MANIFEST, JOB, DONE = "manifest.json", "job.json", "done.json"
 MERGE_BLOCK = 8192  # rows copied at a time when merging shares
+# PREPARED.npz's measured line ratios and BPT class, carried into the output as measured_<key>.
+MEASURED_KEYS = ("log_nii_ha", "log_oiii_hb", "log_sii_ha", "log_oi_ha", "bpt_nii")
 
 
-class NpyArray:
-    """Rows of a C-ordered `.npy` file, read with `pread` (no pickles, no memory map)."""
-
-    def __init__(self, path: Path, what: str):
-        self.path, self.what = Path(path), what
-        try:
-            with open(self.path, "rb") as f:
-                version = np.lib.format.read_magic(f)
-                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                               else np.lib.format.read_array_header_2_0)
-                shape, fortran_order, dtype = read_header(f)
-                self.offset = f.tell()
-        except FileNotFoundError as err:
-            raise DDMError(f"{what} file {self.path} does not exist") from err
-        except (ValueError, OSError) as err:
-            raise DDMError(f"{what} file {self.path} is not a readable .npy array: {err}") from err
-        if dtype.hasobject:
-            raise DDMError(f"{what} file {self.path} holds pickled Python objects; only numeric .npy arrays "
-                           "are accepted")
-        if dtype.kind not in "fiu":
-            raise DDMError(f"{what} file {self.path} is not numeric (dtype {dtype})")
-        if fortran_order and len(shape) > 1:
-            raise DDMError(f"{what} file {self.path} is Fortran-ordered; save it with np.ascontiguousarray")
-        self.dtype, self.shape = dtype, shape
-        self._set_rows(shape[0] if shape else 1, shape[1:])
-        expected = self.offset + self.rows * self.row_bytes
-        if self.path.stat().st_size < expected:
-            raise DDMError(f"{what} file {self.path} is truncated: {self.path.stat().st_size} bytes, "
-                           f"its header promises {expected}")
-
-    def _set_rows(self, rows: int, row_shape: tuple[int, ...]) -> None:
-        self.rows, self.row_shape = rows, row_shape
-        self.row_bytes = self.dtype.itemsize * int(np.prod(row_shape, dtype=np.int64))
-
-    def as_one_row(self) -> None:
-        """Read a 1-D array as a single row (one spectrum of shape (n_bins,))."""
-        self._set_rows(1, self.shape)
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        with open(self.path, "rb") as f:
-            raw = os.pread(f.fileno(), (stop - start) * self.row_bytes, self.offset + start * self.row_bytes)
-        return np.frombuffer(raw, self.dtype).reshape((stop - start,) + self.row_shape)
+def default_output(spectra) -> Path:
+    """SPECTRA's name + `_ddm.npz`, beside it."""
+    return Path(Path(spectra).with_suffix("").as_posix() + "_ddm.npz")
 
 
-class RowSource:
-    """One logical array over a `.npy` file or a folder of `.npy` chunks (concatenated on axis 0).
+def decompose_files(decomposer: Decomposer, spectra, mass=None, output=None, normalize: bool = True,
+                    resume: bool = False, share: tuple[int, int] = (0, 1), progress=None) -> Path:
+    """The `decompose` command: spectra (an .npy, a folder of .npy chunks or a PREPARED.npz) and
+    masses (an .npy or folder, or None) into `output`; returns the path written.
 
-    A 1-D spectra file of shape (n_bins,) is one spectrum; a 0-D mass file is one mass.
+    An output ending in `.npz` (the default, beside the input) is computed in memory and written
+    at once; any other name is a folder filled chunk by chunk (`decompose_to_folder`), the
+    only mode for several processes (`share` = (index, count); each writes OUT.shareIofN).
+    A PREPARED.npz carries its ids, S/N flags and measured line ratios into the output.
     """
+    output = Path(output) if output is not None else default_output(spectra)
+    prepared = Path(spectra).suffix == ".npz"
+    in_memory = output.suffix == ".npz" and share[1] == 1
+    if prepared and not (in_memory and not resume):
+        raise DDMError("a PREPARED.npz is decomposed in memory: write an .npz output (-o OUT.npz)")
+    if in_memory and resume:
+        raise DDMError("--resume works with a folder output (-o DIR), not with an .npz file")
+    mass = None if mass is None else RowSource(mass, "mass", None)
+    n_bins = decomposer.ddm.config.n_bins
+    if not in_memory:
+        if share[1] > 1:
+            output = output.with_name(f"{output.name}.share{share[0]}of{share[1]}")
+        return decompose_to_folder(decomposer, RowSource(spectra, "spectra", n_bins), mass, output,
+                                   normalize=normalize, chunk_size=decomposer.batch_size, resume=resume,
+                                   share=share, progress=progress)
+    carried = {}
+    if prepared:
+        from ddm_jax.prepare.pipeline import load_prepared
 
-    def __init__(self, path, what: str, row_width: int | None):
-        path = Path(path)
-        files = sorted(path.glob("*.npy")) if path.is_dir() else [path]
-        if not files:
-            raise DDMError(f"{what} folder {path} holds no .npy files")
-        self.what, self.paths = what, files
-        self.parts = [NpyArray(f, what) for f in files]
-        for part in self.parts:
-            if row_width is not None and part.shape == (row_width,):
-                part.as_one_row()
-            if row_width is not None and part.row_shape != (row_width,):
-                raise DDMError(f"{what} file {part.path} has shape {part.shape}; need (B, {row_width})")
-            if row_width is None and len(part.shape) > 1:
-                raise DDMError(f"{what} file {part.path} has shape {part.shape}; need one value per spectrum")
-        self.starts = np.cumsum([0] + [p.rows for p in self.parts])
-        self.rows = int(self.starts[-1])
-        if self.rows == 0:
-            raise DDMError(f"the {what} array is empty ({path})")
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        pieces = []
-        for index, part in enumerate(self.parts):
-            lo, hi = max(start, self.starts[index]), min(stop, self.starts[index + 1])
-            if lo < hi:
-                pieces.append(part.read(lo - self.starts[index], hi - self.starts[index]))
-        return np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
-
-    def fingerprint(self) -> list:
-        return [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in self.paths]
-
-
-class NpyWriter:
-    """A preallocated `.npy` file filled row block by row block with `pwrite`."""
-
-    def __init__(self, path: Path, dtype, shape: tuple[int, ...], create: bool):
-        if create:
-            np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape).flush()  # header + sparse body
-        self.array = NpyArray(path, "output")
-        self.path = path
-
-    def write(self, start: int, values: np.ndarray) -> None:
-        data = np.ascontiguousarray(values, self.array.dtype).tobytes()
-        fd = os.open(self.path, os.O_WRONLY)
-        try:
-            os.pwrite(fd, data, self.array.offset + start * self.array.row_bytes)
-        finally:
-            os.close(fd)
+        arrays = load_prepared(spectra)
+        flux = arrays["flux"]
+        carried = {"ids": arrays["ids"], "meets_snr": arrays["meets_snr"],
+                   **{f"measured_{key}": arrays[key] for key in MEASURED_KEYS if key in arrays}}
+    else:
+        source = RowSource(spectra, "spectra", n_bins)
+        flux = source.read(0, source.rows)
+    result = decomposer(flux, None if mass is None else mass.read(0, mass.rows), normalize=normalize,
+                        progress=progress)
+    return save_npz_atomic(output, {"wavelength": decomposer.wavelength, **result, **carried})
 
 
 def share_range(rows: int, process_index: int, process_count: int) -> tuple[int, int]:
@@ -144,8 +94,7 @@ def _output_specs(decomposer: Decomposer, rows: int) -> dict[str, tuple]:
 def validate_stream(spectra: RowSource, mass: RowSource | None, start: int, stop: int, chunk: int,
                     n_bins: int, normalize: bool) -> None:
     """Check every input row before any work, a chunk at a time: errors name the row in the whole input."""
-    for lo in range(start, stop, chunk):
-        hi = min(lo + chunk, stop)
+    for lo, hi in batch_ranges(stop, chunk, start):
         validate_inputs(spectra.read(lo, hi), None if mass is None else mass.read(lo, hi), n_bins, normalize,
                         first_row=lo)
 
@@ -175,9 +124,8 @@ def decompose_to_folder(decomposer: Decomposer, spectra: RowSource, mass: RowSou
     if resume and partial.exists() and not (partial / JOB).is_file():
         shutil.rmtree(partial)  # killed while setting up (job.json comes last): no chunk was computed
     if resume and partial.exists():
-        old_job = json.loads((partial / JOB).read_text())
-        if old_job != job:
-            changed = sorted(k for k in job if job[k] != old_job.get(k))
+        changed = changed_settings(partial / JOB, job)
+        if changed:
             raise DDMError(f"cannot resume {partial}: {', '.join(changed)} changed since the interrupted run")
         done = set(json.loads((partial / DONE).read_text()))
         create = False
@@ -194,46 +142,36 @@ def decompose_to_folder(decomposer: Decomposer, spectra: RowSource, mass: RowSou
     writers = {key: NpyWriter(partial / f"{key}.npy", dtype, shape, create) for key, (shape, dtype) in specs.items()}
     if create:  # last: a folder with job.json holds every file a resume needs
         write_json_atomic(partial / JOB, job)
-    todo = [c for c in range(start, stop, chunk) if c not in done]
-    total, finished = stop - start, sum(min(c + chunk, stop) - c for c in done)
+    todo = [(lo, hi) for lo, hi in batch_ranges(stop, chunk, start) if lo not in done]
+    total, finished = stop - start, sum(min(lo + chunk, stop) - lo for lo in done)
     if progress is not None:
         progress.begin(finished)
 
-    def load(lo):  # runs on the I/O thread while the device computes the previous chunk
-        hi = min(lo + chunk, stop)
-        return lo, hi, spectra.read(lo, hi), None if mass is None else mass.read(lo, hi)
+    def load(rows):  # on a thread, while the device computes the chunk before
+        lo, hi = rows
+        return spectra.read(lo, hi), None if mass is None else mass.read(lo, hi)
 
-    def commit(lo, hi, result):  # on the main thread only: rows first, then the record that they are done
-        for key, writer in writers.items():
+    def launch(loaded):
+        (lo, _), arrays = loaded
+        return decomposer.launch(*arrays, normalize, chunk, first_row=lo)  # asynchronous dispatch
+
+    def collect(loaded, launched):
+        (lo, hi), _ = loaded
+        return decomposer.collect(launched, hi - lo)
+
+    for ((lo, hi), _), result in pipelined(prefetched(todo[:stop_after_chunks], load), launch, collect):
+        for key, writer in writers.items():  # rows first, then the record that they are done
             writer.write(lo - start, result[key])
         done.add(lo)
         write_json_atomic(partial / DONE, sorted(done))
-
-    with ThreadPoolExecutor(max_workers=1) as io:
-        pending, queue = None, [io.submit(load, lo) for lo in todo[:1]]
-        for index in range(len(todo)):
-            if stop_after_chunks is not None and index >= stop_after_chunks:
-                break
-            lo, hi, flux, masses = queue.pop(0).result()
-            if index + 1 < len(todo):
-                queue.append(io.submit(load, todo[index + 1]))
-            launched = decomposer.launch(flux, masses, normalize, chunk, first_row=lo)  # asynchronous dispatch
-            if pending is not None:
-                commit(*pending[:2], decomposer.collect(*pending[2:]))
-                finished += pending[1] - pending[0]
-                if progress is not None:
-                    progress(finished, total)
-            pending = (lo, hi, launched, hi - lo)
-        if pending is not None:
-            commit(*pending[:2], decomposer.collect(*pending[2:]))
-            finished += pending[1] - pending[0]
-            if progress is not None:
-                progress(finished, total)
+        finished += hi - lo
+        if progress is not None:
+            progress(finished, total)
     if len(done) < len(range(start, stop, chunk)):
         return partial
     manifest = {"keys": {k: {"shape": list(s), "dtype": np.dtype(d).name} for k, (s, d) in specs.items()},
                 "wavelength": "wavelength.npy", **job, "ddm_jax_version": __version__,
-                "completed": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+                "completed": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
     write_json_atomic(partial / MANIFEST, manifest)
     (partial / DONE).unlink()
     (partial / JOB).unlink()  # the manifest holds the job description

@@ -1,26 +1,18 @@
-"""Synthetic SF and AGN galaxy spectra on SPEC's grid, and composites of them.
+"""Synthetic SF and AGN galaxy spectra on the rest-frame grid, and composites of them.
 
 Every function is jittable; single-spectrum functions are batched with `vmap` and all
 randomness comes from explicit keys, so a spectrum is a pure function of its key.
 
 A spectrum is a stellar-like continuum (power law, 4000 A break, Balmer and metal
-absorption) plus Gaussian emission lines, scaled to unit median flux in SPEC's
+absorption) plus Gaussian emission lines, scaled to unit median flux in the
 normalisation window, plus Gaussian noise of standard deviation 1/snr (S/N per bin of
 that unit median). Its true line quantities form an (8,) vector in the regressor's
-output order, `LINE_QUANTITIES`:
-
-  0 log [NII]6584/Halpha          4 log Halpha/Hbeta (Balmer decrement)
-  1 log [OIII]5007/Hbeta          5 log [SII]6717/[SII]6731 (density)
-  2 log [OI]6300/Halpha           6 log ([SII]6717+6731)/Halpha
-  3 log ([OII]3726+3729)/Hbeta    7 log10 of the Halpha emission equivalent width (A)
-
-Indices 0, 1 and 6 are the ones upstream documents; the other five are this project's
-choice (upstream's are unknown), picked so that the eight values fix every line flux.
+output order, `constants.LINE_QUANTITIES`, which fixes every line flux.
 SF spectra lie on the SF sequence below Kauffmann et al. 2003 (and below Kewley 2001 in
 the [SII] diagram); AGN spectra are Seyferts or LINERs above Kewley 2001 in both.
 Every parameter is drawn uniformly from a class-specific range; `spread` in [0, 1] shrinks
 all ranges about their middles (1: the full ranges; small: near-homogeneous classes, as in
-SPEC's training recipe, for which the SF fraction of a composite is better determined).
+upstream's training recipe (docs/model.md#training), for which the SF fraction of a composite is better determined).
 """
 
 from __future__ import annotations
@@ -33,22 +25,17 @@ import jax
 import jax.numpy as jnp
 
 from ddm_jax import bpt
-from ddm_jax.config import N_BINS, SPEED_OF_LIGHT_KMS, norm_window_slice, wavelength_grid
+from ddm_jax.constants import (
+    EMISSION_LINES,
+    N_BINS,
+    SPEED_OF_LIGHT_KMS,
+    binned_gaussian,
+    norm_window_slice,
+    wavelength_grid,
+)
 
-LINE_QUANTITIES = ("log_nii_ha", "log_oiii_hb", "log_oi_ha", "log_oii_hb", "log_ha_hb",
-                   "log_sii_ratio", "log_sii_ha", "log_ha_ew")
-N_LINE_QUANTITIES = len(LINE_QUANTITIES)
-
-# Rest-frame vacuum wavelengths (A) of the emission lines rendered, as SDSS's spZline table and
-# `lines.LINES` (SDSS and MaNGA spectra are on vacuum wavelengths; air ones sit ~1.8 A bluer at Halpha).
-EMISSION_LINES = {
-    "[OII]3726": 3727.092, "[OII]3729": 3729.875, "Hdelta": 4102.892, "Hgamma": 4341.684,
-    "Hbeta": 4862.683, "[OIII]4959": 4960.295, "[OIII]5007": 5008.240, "[OI]6300": 6302.046,
-    "[OI]6363": 6365.536, "[NII]6548": 6549.859, "Halpha": 6564.614, "[NII]6584": 6585.268,
-    "[SII]6717": 6718.294, "[SII]6731": 6732.678,
-}
 _LINE_WAVELENGTHS = jnp.array(list(EMISSION_LINES.values()), jnp.float32)
-_HALPHA = list(EMISSION_LINES).index("Halpha")
+_HALPHA = list(EMISSION_LINES).index("halpha")
 
 # Fixed atomic ratios (strong/weak member of a doublet) and case-B Balmer ratios to Hbeta.
 OIII_DOUBLET = 2.98
@@ -70,7 +57,6 @@ _ABSORPTION = jnp.array([
 PIVOT_WAVELENGTH = 5500.0  # A, where the power-law continuum equals its amplitude
 BREAK_WAVELENGTH = 4000.0
 BREAK_WIDTH = 20.0  # A, smoothness of the 4000 A break
-BIN_WIDTH = 2.0
 
 _GRID = jnp.asarray(wavelength_grid(N_BINS))
 _WINDOW = norm_window_slice(N_BINS)
@@ -79,7 +65,7 @@ _WINDOW = norm_window_slice(N_BINS)
 class SpectrumParams(NamedTuple):
     """Everything that fixes one noiseless spectrum (all scalars but `lines`)."""
 
-    lines: jax.Array  # (8,) true line quantities, `LINE_QUANTITIES` order
+    lines: jax.Array  # (8,) true line quantities, `constants.LINE_QUANTITIES` order
     sigma_kms: jax.Array  # emission-line velocity dispersion, instrumental included
     age: jax.Array  # 0 young .. 1 old: sets the 4000 A break and absorption strengths
     slope: jax.Array  # power-law index of f_lambda around 5500 A
@@ -100,11 +86,8 @@ def line_fluxes(lines: jax.Array) -> jax.Array:
 
 
 def _binned_gaussians(centres, sigmas, fluxes):
-    """Sum of Gaussians integrated over each 2 A bin, as flux per A. Returns (n_bins,)."""
-    lo = (_GRID[None, :] - BIN_WIDTH / 2 - centres[:, None]) / (sigmas[:, None] * jnp.sqrt(2.0))
-    hi = lo + BIN_WIDTH / (sigmas[:, None] * jnp.sqrt(2.0))
-    fraction = 0.5 * (jax.scipy.special.erf(hi) - jax.scipy.special.erf(lo))
-    return (fluxes[:, None] * fraction).sum(0) / BIN_WIDTH
+    """Sum of Gaussians of the given fluxes on the grid, as flux per A. Returns (n_bins,)."""
+    return binned_gaussian(_GRID, centres, sigmas) @ fluxes
 
 
 def smooth_continuum(age, slope, wavelength=_GRID):
@@ -129,7 +112,7 @@ def render_components(params: SpectrumParams) -> tuple[jax.Array, jax.Array]:
     continuum = smooth_continuum(params.age, params.slope) * (1.0 - absorption)
 
     relative = line_fluxes(params.lines)
-    halpha_continuum = smooth_continuum(params.age, params.slope, EMISSION_LINES["Halpha"])
+    halpha_continuum = smooth_continuum(params.age, params.slope, EMISSION_LINES["halpha"])
     scale = 10.0 ** params.lines[7] * halpha_continuum / relative[_HALPHA]
     sigmas = _LINE_WAVELENGTHS * params.sigma_kms / SPEED_OF_LIGHT_KMS
     emission = _binned_gaussians(_LINE_WAVELENGTHS, sigmas, relative * scale)
@@ -175,7 +158,7 @@ def draw_sf_params(key: jax.Array, spread=1.0) -> SpectrumParams:
     """A star-forming galaxy: on the SF sequence, 0.12-0.5 dex below Kauffmann 2003.
 
     `spread` in (0, 1] narrows every parameter range about its middle: near-homogeneous
-    libraries (SPEC's training recipe) at small values."""
+    libraries (upstream's training recipe) at small values."""
     keys = jax.random.split(key, 11)
     age, slope, log_ew, sigma, sii_ratio = _draw_common(keys, (0.0, 0.5), (15.0, 100.0), (40.0, 120.0), spread)
     nii_ha = _uniform(keys[5], -1.2, -0.3, spread)
@@ -243,13 +226,8 @@ def agn_spectra(key: jax.Array, n: int, snr=30.0, seyfert_fraction: float = 0.5,
     return jax.vmap(agn_spectrum, (0, None, None, None))(jax.random.split(key, n), snr, seyfert_fraction, spread)
 
 
-def unit_median(spectrum: jax.Array) -> jax.Array:
-    """Scale one spectrum (n_bins,) to median 1 in the normalisation window."""
-    return spectrum / jnp.median(spectrum[_WINDOW])
-
-
 def composite(sf: jax.Array, agn: jax.Array, sf_weight) -> jax.Array:
-    """SPEC's training composite `w * SF + (1 - w) * AGN` of two (n_bins,) spectra."""
+    """The training composite (docs/model.md#training) `w * SF + (1 - w) * AGN` of two (n_bins,) spectra."""
     return sf_weight * sf + (1.0 - sf_weight) * agn
 
 
@@ -261,7 +239,7 @@ def random_composites(key: jax.Array, sf_library: jax.Array, agn_library: jax.Ar
     """n composites of random library members with w ~ U(0, 1).
 
     sf_library (N_sf, n_bins) and agn_library (N_agn, n_bins) should already have a common
-    flux scale (see `unit_median`), so that w is the SF share of the flux in the window.
+    flux scale (unit median in the normalisation window), so that w is the SF share of the flux in the window.
     Returns (composites (n, n_bins), w (n,), sf_index (n,), agn_index (n,)).
     """
     sf_key, agn_key, w_key = jax.random.split(key, 3)

@@ -16,7 +16,7 @@ TINY_KERAS_OUTPUTS = ROOT / "tests" / "fixtures" / "tiny_keras_outputs.npz"
 # compilation cache names its own folder.
 os.environ["DDM_JAX_COMPILATION_CACHE"] = "off"
 
-# Parity with a reference framework: max |diff| <= PARITY_RTOL * max |reference| (issue 3).
+# Parity with a reference framework: max |diff| <= PARITY_RTOL * max |reference| (README, Parity).
 PARITY_RTOL = 1e-4
 
 

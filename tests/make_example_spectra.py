@@ -12,16 +12,23 @@ import jax
 import numpy as np
 
 from ddm_jax import synthetic
+from ddm_jax.constants import norm_window_slice
 
 OUTPUT = Path(__file__).resolve().parent.parent / "ddm_jax" / "data" / "example_spectra.npz"
 SF_WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)
 SEED, SNR, FLUX_SCALE = 2026, 30.0, 40.0
 
 
+def unit_median(spectrum) -> np.ndarray:
+    """Scaled to median 1 in the normalisation window, as training libraries are."""
+    spectrum = np.asarray(spectrum)
+    return spectrum / np.median(spectrum[norm_window_slice()])
+
+
 def main() -> None:
     sf_key, agn_key = jax.random.split(jax.random.PRNGKey(SEED))
-    sf = synthetic.unit_median(synthetic.sf_spectra(sf_key, 1, SNR)[0][0])
-    agn = synthetic.unit_median(synthetic.agn_spectra(agn_key, 1, SNR, seyfert_fraction=1.0)[0][0])
+    sf = unit_median(synthetic.sf_spectra(sf_key, 1, SNR)[0][0])
+    agn = unit_median(synthetic.agn_spectra(agn_key, 1, SNR, seyfert_fraction=1.0)[0][0])
     flux = np.stack([np.asarray(synthetic.composite(sf, agn, w)) for w in SF_WEIGHTS]) * FLUX_SCALE
     labels = np.array([f"synthetic, SF weight {w:.2f}" for w in SF_WEIGHTS])
     np.savez(OUTPUT, flux=flux.astype(np.float32), mass=np.ones(len(SF_WEIGHTS), np.float32),

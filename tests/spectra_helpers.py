@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from scipy.special import erf
 
-from ddm_jax import lines, resample
-from ddm_jax.config import SPEED_OF_LIGHT_KMS
-from ddm_jax.spectra_io import Spectrum
+from ddm_jax.constants import SPEED_OF_LIGHT_KMS
+from ddm_jax.prepare import lines, resample
+from ddm_jax.prepare.readers import Spectrum
 
 # SDSS's sampling: log10(lambda) steps of 1e-4 from 3800 A (observed frame).
 SDSS_LOGLAM0, SDSS_DLOGLAM, SDSS_NPIX = np.log10(3800.0), 1e-4, 3850

@@ -10,11 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import random_spectra
 from ddm_jax.config import DDMConfig, RegressorConfig
 from ddm_jax.inference import decompose_batch
 from ddm_jax.models import COMPUTE_DTYPES, DDM, LineRatioRegressor, init_params
-
-from conftest import random_spectra
 
 BF16_SPECTRA_RTOL = 5e-2
 BF16_FRACTION_ATOL = 5e-2
@@ -57,9 +56,8 @@ def test_float32_is_the_default_and_params_stay_float32():
 
 
 def test_decompose_precision_option(tmp_path):
-    from ddm_jax.cli import main
-
     from conftest import TINY_DDM_KERAS, TINY_REGRESSOR_KERAS
+    from ddm_jax.cli import main
 
     assert main(["convert", str(TINY_DDM_KERAS), str(TINY_REGRESSOR_KERAS), "-o", str(tmp_path / "ckpt")]) == 0
     np.save(tmp_path / "s.npy", random_spectra(4, seed=5))

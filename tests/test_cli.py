@@ -6,10 +6,11 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import TINY_DDM_KERAS, TINY_REGRESSOR_KERAS, random_spectra
+from ddm_jax.bpt import COMPOSITE, LINER, STAR_FORMING, classify_nii
+from ddm_jax.checkpoint import load_checkpoint, save_checkpoint
 from ddm_jax.cli import main
 from ddm_jax.inference import Decomposer
-
-from conftest import TINY_DDM_KERAS, TINY_REGRESSOR_KERAS, random_spectra
 
 CONTRACT = {  # key: (shape with B for the batch, dtype)
     "wavelength": ((2208,), np.float32), "sf_spectrum": (("B", 2208), np.float32),
@@ -61,7 +62,34 @@ def test_single_spectrum_is_a_batch_of_one(checkpoint, inputs):
 def test_no_normalize_needs_no_mass(checkpoint, inputs):
     assert main(["decompose", str(inputs / "spectra.npy"), "--no-normalize", "--bpt-scheme", "upstream",
                  "--weights", str(checkpoint), "-o", str(inputs / "out.npz")]) == 0
-    assert (inputs / "out.npz").is_file()
+    with np.load(inputs / "out.npz") as result:
+        ratios, classes = result["line_ratios"], result["bpt_class"]
+    np.testing.assert_array_equal(classes, classify_nii(ratios[..., 0], ratios[..., 1], "upstream"))
+
+
+@pytest.mark.parametrize("x, y, standard, upstream", [
+    (0.01, -20.0, STAR_FORMING, COMPOSITE),  # upstream: only log([NII]/Ha) < 0 can be star-forming
+    (0.43, -20.0, COMPOSITE, LINER),  # upstream: log([NII]/Ha) > 0.4 is always AGN
+])
+def test_upstream_bpt_scheme_reaches_the_output(checkpoint, inputs, x, y, standard, upstream):
+    """The tiny networks' line ratios (about -0.23, 0.19) are composite under both schemes, which would
+    hide an ignored --bpt-scheme; here the regressor's output layer is a constant (kernel 0, bias
+    x = log([NII]/Ha), y = log([OIII]/Hb)) on ratios where the schemes disagree."""
+    ddm, regressor, metadata = load_checkpoint(checkpoint)
+    regressor["out"]["kernel"] = np.zeros_like(regressor["out"]["kernel"])
+    regressor["out"]["bias"] = np.array(regressor["out"]["bias"])
+    regressor["out"]["bias"][:2] = x, y
+    save_checkpoint(inputs / "constant", ddm, regressor, metadata)
+    assert main(["decompose", str(inputs / "spectra.npy"), "--mass", str(inputs / "mass.npy"), "--bpt-scheme",
+                 "upstream", "--weights", str(inputs / "constant"), "-o", str(inputs / "out.npz")]) == 0
+    with np.load(inputs / "out.npz") as result:
+        ratios, classes = result["line_ratios"], result["bpt_class"]
+    np.testing.assert_array_equal(ratios[..., :2], np.broadcast_to(np.float32([x, y]), (5, 3, 2)))
+    nii, oiii = ratios[..., 0], ratios[..., 1]
+    np.testing.assert_array_equal(classify_nii(nii, oiii, "standard"), np.full((5, 3), standard))
+    np.testing.assert_array_equal(classify_nii(nii, oiii, "upstream"), np.full((5, 3), upstream))
+    # every row and part has the upstream class of its own written ratios, not the standard one
+    np.testing.assert_array_equal(classes, classify_nii(nii, oiii, "upstream"))
 
 
 def test_prepared_npz_input_carries_ids_and_measured_ratios(checkpoint, tmp_path):

@@ -6,11 +6,10 @@ import h5py
 import numpy as np
 import pytest
 
+from conftest import TINY_DDM_KERAS, TINY_REGRESSOR_KERAS, torch_reference
 from ddm_jax.cli import main
 from ddm_jax.errors import DDMError
 from ddm_jax_convert import convert_file, convert_files
-
-from conftest import TINY_DDM_KERAS, TINY_REGRESSOR_KERAS, torch_reference
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from ddm_jax import plotting
+from ddm_jax import demo
 from ddm_jax.cli import main
 from ddm_jax.demo import RECIPES, run_demo
 from ddm_jax.errors import DDMError
@@ -82,7 +82,7 @@ def test_a_failed_run_writes_no_metrics(first_run, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(plotting, "plot_decomposition", broken)
+    monkeypatch.setattr(demo, "plot_decomposition", broken)
     with pytest.raises(OSError):
         run_demo(tmp_path / "out", BUDGET, root / "cache", recipe="tiny", progress=False)
     assert not (tmp_path / "out" / "metrics.json").exists()

@@ -4,11 +4,18 @@ pipeline's own measurements stored in the same files."""
 import numpy as np
 import pytest
 
-from ddm_jax import lines, prepare, spectra_io
-from spectra_helpers import (STRONG, TRUE_FLUX, WEAK, ppxf_sdss_path, sdss_like, sdss_pipeline_lines,
-                             sdss_pipeline_meets_snr)
+from ddm_jax.prepare import lines, pipeline, readers
+from spectra_helpers import (
+    STRONG,
+    TRUE_FLUX,
+    WEAK,
+    ppxf_sdss_path,
+    sdss_like,
+    sdss_pipeline_lines,
+    sdss_pipeline_meets_snr,
+)
 
-N_SYNTHETIC = 32  # one compiled batch (prepare.MIN_CHUNK)
+N_SYNTHETIC = 32  # one compiled batch (pipeline.MIN_CHUNK)
 # The mean of N unit pulls scatters by 1/sqrt(N) = 0.18; 3 of those, plus 0.3 for the known
 # model error: the synthetic Balmer troughs are Lorentzian, the fit's are two Gaussians.
 MAX_MEAN_PULL = 3 / np.sqrt(N_SYNTHETIC) + 0.3
@@ -35,14 +42,14 @@ FORBIDDEN_SIGMAS = 3.0
 
 
 def _measure(spectra):
-    grid = prepare.rebin_spectra(spectra)
-    return prepare.measure(grid["flux"], grid["ivar"])
+    grid = pipeline.rebin_spectra(spectra)
+    return pipeline.measure(grid["flux"], grid["ivar"])
 
 
 @pytest.fixture(scope="module")
 def sdss():
     paths = [ppxf_sdss_path(STRONG), ppxf_sdss_path(WEAK)]
-    spectra = [spectra_io.validate(spectra_io.read_sdss_fits(p)) for p in paths]
+    spectra = [readers.validate(readers.read_sdss_fits(p)) for p in paths]
     return paths, _measure(spectra)
 
 

@@ -5,12 +5,11 @@ import dataclasses
 import numpy as np
 import pytest
 
+from conftest import random_spectra
 from ddm_jax.config import DDMConfig, RegressorConfig
 from ddm_jax.errors import DDMError
 from ddm_jax.inference import STD_KEYS, Decomposer, dropout_std
 from ddm_jax.models import DDM, LineRatioRegressor, init_params
-
-from conftest import random_spectra
 
 NO_DROPOUT = dataclasses.replace(DDMConfig.tiny(), trunk_dropout=(0.0, 0.0, 0.0), branch_dropout=0.0, head_dropout=0.0)
 

@@ -1,14 +1,13 @@
-"""Architecture facts from SPEC: exact parameter counts, shapes, Keras 'same' padding, jit and vmap."""
+"""Architecture facts of docs/model.md: exact parameter counts, shapes, Keras 'same' padding, jit and vmap."""
 
 import jax
 import numpy as np
 import pytest
 
+from conftest import random_spectra
 from ddm_jax.config import DDMConfig, RegressorConfig, conv_lengths, same_padding
 from ddm_jax.models import CONV_CHUNK, DDM, LineRatioRegressor, abstract_params, init_params
 from ddm_jax.preprocess import center, center_batch, median, normalize, normalize_batch
-
-from conftest import random_spectra
 
 
 def count(params) -> int:

@@ -1,22 +1,21 @@
-"""The whole decompose pipeline against SPEC's formulas in NumPy on top of real Keras outputs."""
+"""The whole decompose pipeline against the formulas of docs/model.md in NumPy on top of real Keras outputs."""
 
 import jax
 import numpy as np
 import pytest
 
+from conftest import TINY_DDM_KERAS, TINY_REGRESSOR_KERAS, assert_parity, keras_reference, random_spectra
 from ddm_jax.config import DDMConfig, RegressorConfig
 from ddm_jax.errors import DDMError
 from ddm_jax.inference import OUTPUT_KEYS, Decomposer
 from ddm_jax_convert import convert_files
-
-from conftest import TINY_DDM_KERAS, TINY_REGRESSOR_KERAS, assert_parity, keras_reference, random_spectra
 
 WAVE = 3700.0 + 2.0 * np.arange(2208)
 WINDOW = (WAVE > 4000) & (WAVE <= 7000)
 
 
 def numpy_bpt_standard(x, y):
-    """SPEC's standard [NII] scheme, written independently of ddm_jax.bpt."""
+    """The standard [NII] scheme (docs/model.md#bpt-classification), written independently of ddm_jax.bpt."""
     out = np.full(x.shape, -1, np.int8)
     ok = np.isfinite(x) & np.isfinite(y)
     with np.errstate(divide="ignore", invalid="ignore"):

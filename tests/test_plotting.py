@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ddm_jax.cli import main
-from ddm_jax.config import N_BINS, wavelength_grid
+from ddm_jax.constants import N_BINS, wavelength_grid
 from ddm_jax.errors import DDMError
 from ddm_jax.plotting import DENSITY_THRESHOLD, DPI, bpt_figure, load_decomposition, save_png, spectrum_figure
 

@@ -5,11 +5,11 @@ import shutil
 import numpy as np
 import pytest
 
-from ddm_jax import cli, lines, prepare, resample
+from ddm_jax import cli
 from ddm_jax.errors import DDMError
-from ddm_jax.spectra_io import read_array_file
-from spectra_helpers import (STRONG, WEAK, ppxf_sdss_path, sdss_like, sdss_pipeline_meets_snr,
-                             sdss_redshift)
+from ddm_jax.prepare import lines, pipeline, resample
+from ddm_jax.prepare.readers import read_array_file
+from spectra_helpers import STRONG, WEAK, ppxf_sdss_path, sdss_like, sdss_pipeline_meets_snr, sdss_redshift
 
 
 def _run(capsys, *argv):
@@ -36,7 +36,7 @@ def test_sdss_files_to_prepared_npz(tmp_path, capsys):
     out = tmp_path / "prepared.npz"
     code, err = _run(capsys, *paths, "-o", out, "--coverage", "fill", "--snr-policy", "warn")
     assert code == 0
-    data = prepare.load_prepared(out)
+    data = pipeline.load_prepared(out)
     assert list(data["ids"]) == [STRONG, WEAK]
     assert list(data["line_names"]) == list(lines.LINE_NAMES)
     np.testing.assert_array_equal(data["z"], [sdss_redshift(p) for p in paths])
@@ -55,7 +55,7 @@ def test_refuse_is_the_default_and_names_the_file(tmp_path, capsys):
     out = tmp_path / "prepared.npz"
     code, err = _run(capsys, ppxf_sdss_path(STRONG), tmp_path / "covered.npz", "-o", out)
     assert code == 0
-    assert list(prepare.load_prepared(out)["ids"]) == ["covered"]
+    assert list(pipeline.load_prepared(out)["ids"]) == ["covered"]
     refused = [line for line in err if str(ppxf_sdss_path(STRONG)) in line]
     assert len(refused) == 1 and "not covered" in refused[0] and "skipped" in refused[0]
 
@@ -64,7 +64,7 @@ def test_snr_gate_skips_by_default(tmp_path, capsys):
     out = tmp_path / "prepared.npz"
     code, err = _run(capsys, ppxf_sdss_path(STRONG), ppxf_sdss_path(WEAK), "-o", out, "--coverage", "fill")
     assert code == 0
-    assert list(prepare.load_prepared(out)["ids"]) == [STRONG]
+    assert list(pipeline.load_prepared(out)["ids"]) == [STRONG]
     assert any(line.startswith(f"{WEAK}: S/N <= 8 in") and "hbeta" in line for line in err)
     assert any("1 of 2 spectra fail" in line and "skipped" in line for line in err)
 
@@ -89,7 +89,7 @@ def test_bad_files_are_named_and_the_batch_goes_on(tmp_path, capsys):
     out = tmp_path / "prepared.npz"
     code, err = _run(capsys, batch, "-o", out, "--coverage", "fill", "--snr-policy", "warn")
     assert code == 0
-    assert list(prepare.load_prepared(out)["ids"]) == [STRONG]
+    assert list(pipeline.load_prepared(out)["ids"]) == [STRONG]
     expected = {"truncated.fits": "truncated FITS file", "no_ivar.fits": "lacks column(s) ivar",
                 "no_z.fits": "no redshift", "negative_z.npz": "redshift must be finite and >= 0",
                 "all_masked.npz": "every pixel is masked", "reversed.csv": "not finite and strictly increasing",
@@ -118,7 +118,7 @@ def test_plain_arrays_give_what_the_fits_file_gives(tmp_path, capsys):
     code, _ = _run(capsys, ppxf_sdss_path(STRONG), tmp_path / "as_npy.npy", tmp_path / "as_csv.csv",
                    tmp_path / "as_npz.npz", "-o", out, "--coverage", "fill", "--z-table", tmp_path / "z.csv")
     assert code == 0
-    result = prepare.load_prepared(out)
+    result = pipeline.load_prepared(out)
     assert list(result["ids"]) == [STRONG, "as_npy", "as_csv", "as_npz#0", "as_npz#1"]
     for row in range(1, 5):
         for key in ("flux", "ivar", "mask", "line_flux"):
@@ -142,9 +142,9 @@ def test_write_failure_midway_leaves_the_old_output(tmp_path, monkeypatch):
         handle.write(b"half an archive")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(prepare.np, "savez", disk_full)
+    monkeypatch.setattr(pipeline.np, "savez", disk_full)
     with pytest.raises(DDMError, match="prepared.npz: cannot write .No space left on device"):
-        prepare.write_prepared(out, {"flux": np.zeros(3)})
+        pipeline.write_prepared(out, {"flux": np.zeros(3)})
     assert out.read_bytes() == b"previous result"
     assert [p.name for p in tmp_path.iterdir()] == ["prepared.npz"]
 
@@ -153,32 +153,32 @@ def test_load_prepared_rejects_what_is_not_a_prepared_file(tmp_path, capsys):
     out = tmp_path / "prepared.npz"
     code, _ = _run(capsys, ppxf_sdss_path(STRONG), "-o", out, "--coverage", "fill")
     assert code == 0
-    arrays = prepare.load_prepared(out)
+    arrays = pipeline.load_prepared(out)
 
     missing = tmp_path / "missing.npz"
     np.savez(missing, **{k: v for k, v in arrays.items() if k != "line_snr"})
     with pytest.raises(DDMError, match=f"{missing}: not a PREPARED.npz: lacks line_snr"):
-        prepare.load_prepared(missing)
+        pipeline.load_prepared(missing)
 
     shifted = tmp_path / "shifted.npz"
     np.savez(shifted, **dict(arrays, wavelength=arrays["wavelength"] + 1))
     with pytest.raises(DDMError, match=f"{shifted}: wavelength is not the rest-frame grid"):
-        prepare.load_prepared(shifted)
+        pipeline.load_prepared(shifted)
 
     short = tmp_path / "short.npz"
     np.savez(short, **dict(arrays, flux=arrays["flux"][:, :100]))
     with pytest.raises(DDMError, match=r"short.npz: flux has shape \(1, 100\)"):
-        prepare.load_prepared(short)
+        pipeline.load_prepared(short)
 
     numbered = tmp_path / "numbered.npz"
     np.savez(numbered, **dict(arrays, ids=np.arange(len(arrays["ids"]))))
     with pytest.raises(DDMError, match=f"{numbered}: ids must be strings"):
-        prepare.load_prepared(numbered)
+        pipeline.load_prepared(numbered)
 
     for name, content in (("text.npz", b"not an archive"), ("cut.npz", out.read_bytes()[:5000])):
         (tmp_path / name).write_bytes(content)
         with pytest.raises(DDMError, match=f"{tmp_path / name}: not a readable PREPARED.npz"):
-            prepare.load_prepared(tmp_path / name)
+            pipeline.load_prepared(tmp_path / name)
 
 
 def test_a_prepared_file_is_refused_as_raw_input(tmp_path):
@@ -186,6 +186,6 @@ def test_a_prepared_file_is_refused_as_raw_input(tmp_path):
     path = tmp_path / "prepared.npz"
     grid = np.linspace(3700.0, 8114.0, 2208)
     np.savez(path, wavelength=grid, flux=np.ones((2, 2208)), ivar=np.ones((2, 2208)), z=np.zeros(2),
-             format=np.array(prepare.FORMAT))
+             format=np.array(pipeline.FORMAT))
     with pytest.raises(DDMError, match="already on the rest-frame grid"):
         read_array_file(path)

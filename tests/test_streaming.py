@@ -11,12 +11,13 @@ import time
 import numpy as np
 import pytest
 
+from conftest import TINY_DDM_KERAS, TINY_REGRESSOR_KERAS, random_spectra
 from ddm_jax.cli import main
 from ddm_jax.errors import DDMError
-from ddm_jax.inference import OUTPUT_KEYS, Decomposer, ProgressPrinter
-from ddm_jax.streaming import RowSource, decompose_to_folder, share_range
-
-from conftest import TINY_DDM_KERAS, TINY_REGRESSOR_KERAS, random_spectra
+from ddm_jax.inference import OUTPUT_KEYS, Decomposer
+from ddm_jax.io import RowSource
+from ddm_jax.progress import Progress
+from ddm_jax.streaming import decompose_to_folder, share_range
 
 COUNT, BATCH = 90, 16  # six chunks, the last one short
 
@@ -170,7 +171,7 @@ def test_progress_reports_rate_and_eta():
     import io
 
     stream = io.StringIO()
-    printer = ProgressPrinter(interval=0.0, stream=stream)
+    printer = Progress("decompose", interval=0.0, stream=stream)
     printer.begin(0)
     time.sleep(0.01)
     printer(40, 100)

@@ -7,8 +7,16 @@ import numpy as np
 import pytest
 
 from ddm_jax import bpt, synthetic
-from ddm_jax.config import N_BINS, SPEED_OF_LIGHT_KMS, norm_window_slice, wavelength_grid
-from ddm_jax.lines import LINES
+from ddm_jax.constants import (
+    EMISSION_LINES,
+    LINE_QUANTITIES,
+    N_BINS,
+    N_LINE_QUANTITIES,
+    SPEED_OF_LIGHT_KMS,
+    WAVELENGTH_STEP,
+    norm_window_slice,
+    wavelength_grid,
+)
 
 WAVELENGTH = wavelength_grid().astype(np.float64)
 WINDOW = norm_window_slice()
@@ -27,7 +35,7 @@ REQUESTED = synthetic.SpectrumParams(
 def _line_flux(emission, centre, sigma_a):
     """Integrated flux of the line at `centre` from an emission-only spectrum (flux per A)."""
     window = np.abs(WAVELENGTH - centre) <= 4 * sigma_a + 1.0
-    return float(np.sum(emission[window]) * synthetic.BIN_WIDTH)
+    return float(np.sum(emission[window]) * WAVELENGTH_STEP)
 
 
 @pytest.fixture(scope="module")
@@ -37,35 +45,35 @@ def emission():
 
 
 def test_lines_land_at_their_rest_wavelengths(emission):
-    isolated = ("Hbeta", "[OIII]5007", "[OI]6300", "[NII]6548", "Halpha", "[NII]6584", "[SII]6717", "[SII]6731")
+    isolated = ("hbeta", "oiii_5007", "oi_6300", "nii_6548", "halpha", "nii_6584", "sii_6717", "sii_6731")
     for name in isolated:
-        centre = synthetic.EMISSION_LINES[name]
+        centre = EMISSION_LINES[name]
         window = np.abs(WAVELENGTH - centre) <= 6.0
         centroid = np.sum(WAVELENGTH[window] * emission[window]) / np.sum(emission[window])
         assert abs(centroid - centre) < CENTROID_TOL_A, name
 
 
 def test_line_fluxes_have_the_requested_ratios(emission):
-    sigma = lambda name: synthetic.EMISSION_LINES[name] * 70.0 / SPEED_OF_LIGHT_KMS  # noqa: E731
-    flux = {name: _line_flux(emission, synthetic.EMISSION_LINES[name], sigma(name))
-            for name in ("Hbeta", "[OIII]5007", "[OI]6300", "Halpha", "[NII]6584", "[SII]6717", "[SII]6731")}
+    sigma = lambda name: EMISSION_LINES[name] * 70.0 / SPEED_OF_LIGHT_KMS  # noqa: E731
+    flux = {name: _line_flux(emission, EMISSION_LINES[name], sigma(name))
+            for name in ("hbeta", "oiii_5007", "oi_6300", "halpha", "nii_6584", "sii_6717", "sii_6731")}
     lines = np.asarray(REQUESTED.lines)
     measured = {
-        0: np.log10(flux["[NII]6584"] / flux["Halpha"]),
-        1: np.log10(flux["[OIII]5007"] / flux["Hbeta"]),
-        2: np.log10(flux["[OI]6300"] / flux["Halpha"]),
-        4: np.log10(flux["Halpha"] / flux["Hbeta"]),
-        5: np.log10(flux["[SII]6717"] / flux["[SII]6731"]),
-        6: np.log10((flux["[SII]6717"] + flux["[SII]6731"]) / flux["Halpha"]),
+        0: np.log10(flux["nii_6584"] / flux["halpha"]),
+        1: np.log10(flux["oiii_5007"] / flux["hbeta"]),
+        2: np.log10(flux["oi_6300"] / flux["halpha"]),
+        4: np.log10(flux["halpha"] / flux["hbeta"]),
+        5: np.log10(flux["sii_6717"] / flux["sii_6731"]),
+        6: np.log10((flux["sii_6717"] + flux["sii_6731"]) / flux["halpha"]),
     }
     for index, value in measured.items():
-        assert abs(value - lines[index]) < RATIO_TOL_DEX, synthetic.LINE_QUANTITIES[index]
+        assert abs(value - lines[index]) < RATIO_TOL_DEX, LINE_QUANTITIES[index]
 
 
 def test_halpha_equivalent_width_is_the_requested_one(emission):
-    sigma_a = synthetic.EMISSION_LINES["Halpha"] * 70.0 / SPEED_OF_LIGHT_KMS
-    continuum = float(synthetic.smooth_continuum(REQUESTED.age, REQUESTED.slope, synthetic.EMISSION_LINES["Halpha"]))
-    ew = _line_flux(emission, synthetic.EMISSION_LINES["Halpha"], sigma_a) / continuum
+    sigma_a = EMISSION_LINES["halpha"] * 70.0 / SPEED_OF_LIGHT_KMS
+    continuum = float(synthetic.smooth_continuum(REQUESTED.age, REQUESTED.slope, EMISSION_LINES["halpha"]))
+    ew = _line_flux(emission, EMISSION_LINES["halpha"], sigma_a) / continuum
     assert abs(np.log10(ew) - float(REQUESTED.lines[7])) < RATIO_TOL_DEX
 
 
@@ -97,7 +105,7 @@ def test_drawn_spectra_are_finite_and_in_their_bpt_regions():
     agn, agn_lines = _draws(_agn, 100)
     n = BATCH * N_BATCHES
     assert sf.shape == agn.shape == (n, N_BINS)
-    assert sf_lines.shape == agn_lines.shape == (n, synthetic.N_LINE_QUANTITIES)
+    assert sf_lines.shape == agn_lines.shape == (n, N_LINE_QUANTITIES)
     assert bool(jnp.isfinite(sf).all() & jnp.isfinite(agn).all())
     assert (np.asarray(bpt.classify_nii(sf_lines[:, 0], sf_lines[:, 1])) == bpt.STAR_FORMING).all()
     assert (np.asarray(bpt.classify_sii(sf_lines[:, 6], sf_lines[:, 1])) == bpt.STAR_FORMING).all()
@@ -139,9 +147,17 @@ def test_composites_conserve_flux():
     np.testing.assert_array_equal(synthetic.composite(sf[0], agn[0], 0.0), agn[0])
 
 
-def test_lines_are_at_the_vacuum_wavelengths_that_prepare_fits():
-    """Synthetic spectra put their lines where `prepare` finds real SDSS lines (vacuum, not air)."""
-    shared = {"Hbeta": "hbeta", "[OIII]5007": "oiii_5007", "[OI]6300": "oi_6300", "Halpha": "halpha",
-              "[NII]6548": "nii_6548", "[NII]6584": "nii_6584", "[SII]6717": "sii_6717", "[SII]6731": "sii_6731"}
-    for synthetic_name, fitted_name in shared.items():
-        assert synthetic.EMISSION_LINES[synthetic_name] == LINES[fitted_name], synthetic_name
+# Standard air wavelengths (Angstrom) of the strong lines, as tabulated for optical spectroscopy.
+AIR_WAVELENGTHS = {"hbeta": 4861.33, "oiii_5007": 5006.84, "oi_6300": 6300.30, "nii_6548": 6548.05,
+                   "halpha": 6562.80, "nii_6584": 6583.45, "sii_6717": 6716.44, "sii_6731": 6730.82}
+AIR_TOL_A = 0.05  # the tabulated air values' rounding; air and vacuum differ by ~1.8 A here
+
+
+def test_lines_are_at_vacuum_wavelengths():
+    """The one line table (which synthesis and `prepare` both read) is in vacuum, as SDSS and MaNGA
+    spectra are: taken to air with the refractive index of Morton (2000) it gives the air values."""
+    for name, air in AIR_WAVELENGTHS.items():
+        vacuum = EMISSION_LINES[name]
+        s2 = (1e4 / vacuum) ** 2
+        index = 1 + 8.34254e-5 + 2.406147e-2 / (130 - s2) + 1.5998e-4 / (38.9 - s2)
+        assert abs(vacuum / index - air) < AIR_TOL_A, name

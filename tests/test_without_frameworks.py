@@ -15,7 +15,8 @@ out = sys.argv[1]
 assert main(["example", "-o", out]) == 0
 import numpy as np
 from ddm_jax.inference import Decomposer
-result = Decomposer.from_checkpoint(out + "/checkpoint")(np.load(out + "/decomposition.npz")["sf_spectrum"][:1] + 5.0, [1.0])
+spectra = np.load(out + "/decomposition.npz")["sf_spectrum"][:1] + 5.0
+result = Decomposer.from_checkpoint(out + "/checkpoint")(spectra, [1.0])
 assert result["line_ratios"].shape == (1, 3, 8)
 assert not any(m in sys.modules and sys.modules[m] is not None for m in ("tensorflow", "tf_keras", "torch"))
 print("ok")

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import datetime
-
-from ddm_jax import __version__
-from ddm_jax.checkpoint import DEFAULT_CHECKPOINT, save_checkpoint
-from ddm_jax.config import PRESETS, config_to_dict
+from ddm_jax.checkpoint import DEFAULT_CHECKPOINT
+from ddm_jax.config import PRESETS
 
 
 def add_parser(subparsers) -> None:
@@ -25,23 +22,9 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
-def convert_to_checkpoint(weight_files, output, preset: str = "auto", overwrite: bool = False):
-    """Convert both files and write the checkpoint; returns (ddm, regressor) ConvertedNetworks."""
-    from ddm_jax_convert import convert_files  # h5py/torch readers load only for this command
-
-    ddm, regressor = convert_files(list(weight_files), preset)
-    metadata = {
-        "ddm_config": config_to_dict(ddm.config), "regressor_config": config_to_dict(regressor.config),
-        "presets": {"ddm": ddm.preset, "regressor": regressor.preset},
-        "sources": {"ddm": ddm.source, "regressor": regressor.source},
-        "converter_version": __version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    save_checkpoint(output, ddm.params, regressor.params, metadata, overwrite=overwrite)
-    return ddm, regressor
-
-
 def run(args) -> int:
+    from ddm_jax.checkpoint import convert_to_checkpoint
+
     ddm, regressor = convert_to_checkpoint(args.weight_files, args.output, args.config, args.overwrite)
     for item in (ddm, regressor):
         print(f"{item.network:9s} <- {item.source['file']} ({item.source['format']}, {item.preset} "

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ddm_jax.bpt import SCHEMES
 from ddm_jax.checkpoint import DEFAULT_CHECKPOINT
 from ddm_jax.inference import DEFAULT_BATCH_SIZE
-
-# PREPARED.npz's measured line ratios and BPT class, carried into the output as measured_<key>.
-MEASURED_KEYS = ("log_nii_ha", "log_oiii_hb", "log_sii_ha", "log_oi_ha", "bpt_nii")
 
 
 def add_parser(subparsers) -> None:
@@ -28,7 +23,7 @@ def add_parser(subparsers) -> None:
                              "with a manifest, for inputs of any size (default: SPECTRA's name + _ddm.npz)")
     parser.add_argument("--resume", action="store_true", help="finish an interrupted folder run")
     parser.add_argument("--no-normalize", action="store_true",
-                        help="spectra are already normalised as SPEC says; no mass needed")
+                        help="spectra are already normalised (docs/model.md#preprocessing); no mass needed")
     parser.add_argument("--bpt-scheme", default="standard", choices=SCHEMES,
                         help="[NII]-BPT classification: the standard scheme or the upstream notebook's")
     parser.add_argument("--samples", type=int, default=0,
@@ -53,46 +48,17 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     import jax
 
-    from ddm_jax.errors import DDMError
-    from ddm_jax.inference import Decomposer, ProgressPrinter
-    from ddm_jax.io import save_npz_atomic
-    from ddm_jax.streaming import RowSource, decompose_to_folder
+    from ddm_jax.inference import Decomposer
+    from ddm_jax.progress import Progress
+    from ddm_jax.streaming import decompose_files
 
     share = (0, 1)
     if args.distributed:
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
         share = (jax.process_index(), jax.process_count())
-    output = Path(args.output or Path(args.spectra).with_suffix("").as_posix() + "_ddm.npz")
-    prepared = Path(args.spectra).suffix == ".npz"
-    if prepared and (output.suffix != ".npz" or args.distributed or args.resume):
-        raise DDMError("a PREPARED.npz is decomposed in memory: write an .npz output (-o OUT.npz)")
     decomposer = Decomposer.from_checkpoint(args.weights, bpt_scheme=args.bpt_scheme, batch_size=args.batch_size,
                                             samples=args.samples, seed=args.seed, precision=args.precision)
-    mass = None if args.mass is None else RowSource(args.mass, "mass", None)
-    progress = ProgressPrinter()
-    if output.suffix == ".npz" and not args.distributed:
-        if args.resume:
-            raise DDMError("--resume works with a folder output (-o DIR), not with an .npz file")
-        carried = {}
-        if prepared:
-            from ddm_jax.prepare import load_prepared
-
-            arrays = load_prepared(args.spectra)
-            flux = arrays["flux"]
-            carried = {"ids": arrays["ids"], "meets_snr": arrays["meets_snr"],
-                       **{f"measured_{key}": arrays[key] for key in MEASURED_KEYS if key in arrays}}
-        else:
-            spectra = RowSource(args.spectra, "spectra", decomposer.ddm.config.n_bins)
-            flux = spectra.read(0, spectra.rows)
-        result = decomposer(flux, None if mass is None else mass.read(0, mass.rows),
-                            normalize=not args.no_normalize, progress=progress)
-        save_npz_atomic(output, {"wavelength": decomposer.wavelength, **result, **carried})
-        print(f"decomposed {len(result['p_sf'])} spectra -> {output}")
-        return 0
-    spectra = RowSource(args.spectra, "spectra", decomposer.ddm.config.n_bins)
-    if share[1] > 1:
-        output = output.with_name(f"{output.name}.share{share[0]}of{share[1]}")
-    written = decompose_to_folder(decomposer, spectra, mass, output, normalize=not args.no_normalize,
-                                  chunk_size=args.batch_size, resume=args.resume, share=share, progress=progress)
-    print(f"decomposed rows of {args.spectra} -> {written}")
+    written = decompose_files(decomposer, args.spectra, args.mass, args.output, normalize=not args.no_normalize,
+                              resume=args.resume, share=share, progress=Progress("decompose"))
+    print(f"decomposed {args.spectra} -> {written}")
     return 0

@@ -19,10 +19,10 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ddm_jax.plotting import plot_decomposition
+    from ddm_jax.plotting import load_decomposition, plot_decomposition
 
     source = Path(args.decomposition)
     output_dir = Path(args.output_dir) if args.output_dir else source.with_name(f"{source.stem}_figures")
-    for path in plot_decomposition(source, output_dir, args.index):
+    for path in plot_decomposition(load_decomposition(source), output_dir, args.index):
         print(path)
     return 0

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ddm_jax import bpt, prepare
+from ddm_jax import bpt
+from ddm_jax.prepare import pipeline
 
 
 def add_parser(subparsers) -> None:
@@ -16,10 +17,10 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="files or directories")
     parser.add_argument("-o", "--output", required=True, metavar="PREPARED.npz")
-    parser.add_argument("--coverage", choices=prepare.COVERAGE_POLICIES, default="refuse",
+    parser.add_argument("--coverage", choices=pipeline.COVERAGE_POLICIES, default="refuse",
                         help="spectra not covering all of 3700-8114 A rest frame: skip them (refuse, "
                              "the default) or fill the missing bins, flagged in `mask` (fill)")
-    parser.add_argument("--snr-policy", choices=prepare.SNR_POLICIES, default="skip",
+    parser.add_argument("--snr-policy", choices=pipeline.SNR_POLICIES, default="skip",
                         help="spectra with S/N <= 8 in a required line: skip them (default) or keep them "
                              "with meets_snr = False (warn)")
     parser.add_argument("--z", type=float, default=None,
@@ -31,6 +32,6 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    prepare.run(args.inputs, args.output, coverage=args.coverage, snr_policy=args.snr_policy,
+    pipeline.run(args.inputs, args.output, coverage=args.coverage, snr_policy=args.snr_policy,
                 z=args.z, z_table=args.z_table, scheme=args.bpt_scheme)
     return 0

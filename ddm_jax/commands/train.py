@@ -14,7 +14,8 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "train", help="train or fine-tune the DDM (and regressor) on SF and AGN spectra",
         description="Train on composites w*SF + (1-w)*AGN of a spectral library (synthetic unless --library). "
-                    "RUN_DIR keeps checkpoints and metrics.jsonl: the same command resumes an interrupted run. "
+                    "RUN_DIR/ddm and RUN_DIR/regressor keep each network's checkpoints and metrics.jsonl: the same "
+                    "command resumes an interrupted run. "
                     "The trained networks are exported as a checkpoint (RUN_DIR/model unless --output).")
     parser.add_argument("run_dir", help="run directory (created; reused to resume)")
     parser.add_argument("--library", help=".npz with 'sf' and 'agn' (N, 2208) spectra and optional "
@@ -27,7 +28,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="released",
                         help="architecture when not fine-tuning (default: released)")
     parser.add_argument("--init-from", help="checkpoint to fine-tune (from `ddm-jax convert` or a previous run)")
-    parser.add_argument("--config", help="JSON file of training settings (TrainConfig fields)")
+    parser.add_argument("--config", help="JSON file of training settings (TrainConfig fields), for each network "
+                                         "trained")
     parser.add_argument("--steps", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--learning-rate", type=float, help="peak learning rate of the DDM's optimiser")
@@ -43,42 +45,48 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
-def _train_config(args):
-    from ddm_jax.training import TrainConfig
+def _train_configs(args) -> dict:
+    """{network: TrainConfig} of the networks to train, from --config and the options."""
+    from ddm_jax.config import TrainConfig, config_from_dict
 
     config = TrainConfig()
     if args.config:
         try:
-            config = TrainConfig.from_dict(json.loads(Path(args.config).read_text()))
+            config = config_from_dict(TrainConfig, json.loads(Path(args.config).read_text()))
         except (OSError, json.JSONDecodeError, TypeError) as err:
             raise DDMError(f"cannot read training settings from {args.config}: {err}") from err
     overrides = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
                  "dropout_free_steps": args.dropout_free_steps}
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
-    if args.learning_rate is not None:
-        config = dataclasses.replace(config, ddm_optimizer=dataclasses.replace(
-            config.ddm_optimizer, learning_rate=args.learning_rate))
-    if args.no_regressor:
-        config = dataclasses.replace(config, train_regressor=False)
-    if args.regressor_only:
-        config = dataclasses.replace(config, train_ddm=False)
-    return config
+    networks = [n for n, off in (("ddm", args.regressor_only), ("regressor", args.no_regressor)) if not off]
+    if not networks:
+        raise DDMError("nothing to train: --no-regressor and --regressor-only exclude each other")
+    configs = {network: config for network in networks}
+    if args.learning_rate is not None and "ddm" in configs:
+        configs["ddm"] = dataclasses.replace(config, optimizer=dataclasses.replace(
+            config.optimizer_for("ddm"), learning_rate=args.learning_rate))
+    return configs
 
 
 def run(args) -> int:
-    from ddm_jax.training import export_checkpoint, load_library, synthetic_library, train
+    from ddm_jax.input_pipeline import load_library, synthetic_library
+    from ddm_jax.train import export_checkpoint, train_networks
 
-    config = _train_config(args)
+    configs = _train_configs(args)
+    seed = next(iter(configs.values())).seed
     if args.library:
         library = load_library(args.library)
     else:
-        library = synthetic_library(config.seed, args.synthetic, args.synthetic, args.snr, args.spread)
+        library = synthetic_library(seed, args.synthetic, args.synthetic, args.snr, args.spread)
     ddm_config, regressor_config = (None, None) if args.init_from else PRESETS[args.preset]
-    result = train(args.run_dir, library, config, ddm_config, regressor_config, init_from=args.init_from,
-                   max_seconds=args.max_seconds, progress=not args.quiet)
+    results = train_networks(args.run_dir, library, configs, ddm_config, regressor_config, init_from=args.init_from,
+                             max_seconds=args.max_seconds, progress=not args.quiet)
     output = Path(args.output) if args.output else Path(args.run_dir) / "model"
-    export_checkpoint(output, result, overwrite=True)
-    state = "done" if result.completed else "stopped early; rerun the same command to continue"
-    print(f"step {result.step}/{config.steps} ({state}); {result.samples_per_second:.0f} samples/s; "
-          f"checkpoint -> {output}")
+    export_checkpoint(output, results, overwrite=True)
+    for network in configs:
+        result = results[network]
+        state = "done" if result.completed else "stopped early; rerun the same command to continue"
+        print(f"{network}: step {result.step}/{result.train_config.steps} ({state}); "
+              f"{result.samples_per_second:.0f} samples/s")
+    print(f"checkpoint -> {output}")
     return 0

@@ -1,6 +1,6 @@
 """The original networks rebuilt in `tf_keras` (Keras 2 semantics), for parity tests and benchmarks.
 
-Built from SPEC's layer tables with the upstream's layer defaults (LeakyReLU's alpha 0.3,
+Built from the layer tables of docs/model.md with the upstream's layer defaults (LeakyReLU's alpha 0.3,
 `padding='same'`), so the weight files they write have the released files' layout.
 Needs the optional packages `tensorflow-cpu` and `tf-keras`.
 """

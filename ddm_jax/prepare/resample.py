@@ -1,4 +1,4 @@
-"""Observed spectra onto SPEC's rest-frame grid (3700 + 2 i Angstrom): exact flux-conserving rebin.
+"""Observed spectra onto the DDM's rest-frame grid (3700 + 2 i Angstrom): exact flux-conserving rebin.
 
 Each input pixel is a box of constant flux density between edges halfway to its neighbours.
 An output bin's value is the overlap-weighted mean density of the good input pixels under it,
@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddm_jax.config import N_BINS, WAVELENGTH_START, WAVELENGTH_STEP, wavelength_grid
+from ddm_jax.constants import N_BINS, WAVELENGTH_START, WAVELENGTH_STEP, wavelength_grid
 
 NO_COVERAGE = 1  # the bin is not entirely inside the input's wavelength range
 NO_DATA = 2  # inside the range, but every input pixel under it is masked
@@ -139,7 +139,8 @@ def rebin_batch(edges, flux, ivar, good, z, max_pixels: int):
     Every flagged bin is filled; whether a spectrum with NO_COVERAGE bins is kept is the
     caller's coverage policy.
     """
-    one = lambda *a: fill_gaps(*rebin(*a, max_pixels=max_pixels))
+    def one(*a):
+        return fill_gaps(*rebin(*a, max_pixels=max_pixels))
     return jax.vmap(one)(edges, flux, ivar, good, z)
 
 

@@ -22,24 +22,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from ddm_jax import bpt
-from ddm_jax.config import SPEED_OF_LIGHT_KMS, WAVELENGTH_STEP, wavelength_grid
+from ddm_jax.constants import EMISSION_LINES, SPEED_OF_LIGHT_KMS, binned_gaussian, wavelength_grid
 
-
-# Vacuum rest wavelengths (Angstrom), as SDSS's spZline table lists them.
-LINES = {
-    "hbeta": 4862.683,
-    "oiii_5007": 5008.240,
-    "oi_6300": 6302.046,
-    "halpha": 6564.614,
-    "nii_6548": 6549.859,
-    "nii_6584": 6585.268,
-    "sii_6717": 6718.294,
-    "sii_6731": 6732.678,
-}
-LINE_NAMES = tuple(LINES)
+# The lines measured and reported, in output order.
+LINE_NAMES = ("hbeta", "oiii_5007", "oi_6300", "halpha", "nii_6548", "nii_6584", "sii_6717", "sii_6731")
+LINES = {name: EMISSION_LINES[name] for name in LINE_NAMES}
 # Fitted so that it does not bias the continuum, not reported.
-EXTRA_LINES = {"oiii_4959": 4960.295}
-# SPEC: the DDM was trained only on spectra with S/N > 8 in each of these.
+EXTRA_LINES = {"oiii_4959": EMISSION_LINES["oiii_4959"]}
+# The DDM was trained only on spectra with S/N > 8 in each of these (docs/model.md#training).
 REQUIRED_LINES = ("halpha", "hbeta", "oiii_5007", "nii_6584", "sii_6717", "sii_6731")
 SNR_MIN = 8.0
 
@@ -66,15 +56,6 @@ _EMISSION = np.array([*LINES.values(), *EXTRA_LINES.values()])
 _N_PARAMS = len(_EMISSION) + len(BALMER) * len(ABSORPTION_SIGMA) + 2 * len(WINDOWS)
 
 
-def _binned_gaussian(x, centre, sigma):
-    """Unit-flux Gaussian averaged over the 2 A bins centred on x: (K,), (P,), (P,) -> (K, P)."""
-    half = WAVELENGTH_STEP / 2
-    scale = jnp.sqrt(2.0) * sigma
-    upper = jax.scipy.special.erf((x[:, None] + half - centre) / scale)
-    lower = jax.scipy.special.erf((x[:, None] - half - centre) / scale)
-    return 0.5 * (upper - lower) / WAVELENGTH_STEP
-
-
 def _continuum_columns():
     """Per window: an offset and a slope over its half-width, zero elsewhere. (K, 2W), static."""
     cols = []
@@ -96,10 +77,10 @@ def design_matrix(velocity, sigma_v):
     x = jnp.asarray(_X, jnp.float32)
     shift = 1.0 + velocity / SPEED_OF_LIGHT_KMS
     centres = jnp.asarray(_EMISSION, jnp.float32) * shift
-    emission = _binned_gaussian(x, centres, centres * sigma_v / SPEED_OF_LIGHT_KMS)
+    emission = binned_gaussian(x, centres, centres * sigma_v / SPEED_OF_LIGHT_KMS)
     balmer = jnp.repeat(jnp.asarray([LINES[b] for b in BALMER], jnp.float32) * shift, len(ABSORPTION_SIGMA))
     widths = jnp.tile(jnp.asarray(ABSORPTION_SIGMA, jnp.float32), len(BALMER))
-    absorption = _binned_gaussian(x, balmer, widths)
+    absorption = binned_gaussian(x, balmer, widths)
     return jnp.concatenate([emission, absorption, jnp.asarray(_CONTINUUM)], axis=1)
 
 
@@ -155,14 +136,15 @@ def _full_covariance(design, params, velocity, sigma_v, weight):
     best fit): a strong line's flux trades off against the width, which the linear covariance
     at fixed width would ignore. Returns (P + 2, P + 2), amplitudes first."""
     safe = jnp.where(jnp.isfinite(params), params, 0.0)
-    model = lambda v, s: design_matrix(v, s) @ safe
+    def model(v, s):
+        return design_matrix(v, s) @ safe
     d_velocity, d_sigma = jax.jacfwd(model, argnums=(0, 1))(velocity, sigma_v)
     jacobian = jnp.concatenate([design, d_velocity[:, None], d_sigma[:, None]], axis=1)
     return _solve(jacobian, jnp.zeros_like(weight), weight)[1]
 
 
 def measure_lines(flux, ivar):
-    """Fit one rest-frame spectrum. flux, ivar: (2208,) on SPEC's grid (ivar 0 = ignore).
+    """Fit one rest-frame spectrum. flux, ivar: (2208,) on the rest-frame grid (ivar 0 = ignore).
 
     Returns a dict: line_flux, line_flux_err, line_snr (8,) in LINE_NAMES order (flux units
     times Angstrom); velocity, sigma (km/s) and rchi2 (chi^2 per degree of freedom), all ().

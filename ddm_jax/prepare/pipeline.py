@@ -1,13 +1,13 @@
 """From spectrum files to PREPARED.npz: read, rebin to the rest-frame grid, measure lines, gate.
 
 PREPARED.npz holds, for B spectra (order of the inputs, bad ones left out):
-  flux, ivar (B, 2208) float32   rest-frame flux density on SPEC's grid, its inverse variance
+  flux, ivar (B, 2208) float32   rest-frame flux density on the DDM's grid, its inverse variance
   mask (B, 2208) uint8           resample.NO_COVERAGE | NO_DATA | FILLED bits, 0 = measured
   wavelength (2208,) float32     the grid, 3700 + 2 i Angstrom (vacuum)
   z (B,) float64, ids (B,) str   redshift used, spectrum id (file name, or name#row)
   line_names (8,) str            lines.LINE_NAMES
   line_flux, line_flux_err, line_snr (B, 8) float32   fitted fluxes (flux units x Angstrom)
-  meets_snr (B,) bool            S/N > 8 in every line SPEC requires
+  meets_snr (B,) bool            S/N > 8 in every line lines.REQUIRED_LINES names
   log_nii_ha, log_oiii_hb, log_sii_ha, log_oi_ha (B,) float32   NaN where a flux is <= 0
   bpt_nii, bpt_sii (B,) int8     ddm_jax.bpt classes of the measured ratios
   line_velocity, line_sigma, line_fit_rchi2 (B,) float32   the fit's shift, width (km/s), quality
@@ -17,16 +17,17 @@ PREPARED.npz holds, for B spectra (order of the inputs, bad ones left out):
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from ddm_jax import lines, resample, spectra_io
-from ddm_jax.config import N_BINS, wavelength_grid
+from ddm_jax.batching import map_padded
+from ddm_jax.constants import N_BINS, wavelength_grid
 from ddm_jax.errors import DDMError
 from ddm_jax.io import load_npz, save_npz_atomic
+from ddm_jax.prepare import lines, readers, resample
+from ddm_jax.progress import log as log_line
 
 FORMAT = "ddm-jax-prepared/1"
 COVERAGE_POLICIES = ("refuse", "fill")
@@ -47,44 +48,24 @@ REQUIRED_KEYS = (
 )
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr)
-
-
-def _chunks(n: int):
-    for start in range(0, n, MAX_CHUNK):
-        yield start, min(start + MAX_CHUNK, n)
-
-
 def _padded_size(n: int) -> int:
     return min(max(1 << max(n - 1, 0).bit_length(), MIN_CHUNK), MAX_CHUNK)
 
 
-def _pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
-    """Repeat the last row up to `rows` rows (real data, so padding cannot produce NaN)."""
-    return np.concatenate([array, np.repeat(array[-1:], rows - len(array), axis=0)])
-
-
-def rebin_spectra(spectra: list[spectra_io.Spectrum]) -> dict[str, np.ndarray]:
+def rebin_spectra(spectra: list[readers.Spectrum]) -> dict[str, np.ndarray]:
     """Rest-frame flux, ivar, mask (B, 2208) for validated spectra, in batches."""
-    parts = []
-    for start, stop in _chunks(len(spectra)):
-        batch = resample.pad_batch(spectra[start:stop])
-        size = _padded_size(stop - start)
-        args = [_pad_rows(batch[k], size) for k in ("edges", "flux", "ivar", "good", "z")]
-        out = resample.rebin_batch(*args, max_pixels=batch["max_pixels"])
-        parts.append([np.asarray(a)[: stop - start] for a in out])
-    return {k: np.concatenate([p[i] for p in parts]) for i, k in enumerate(("flux", "ivar", "mask"))}
+    def rebin(index):  # padding repeats the last index: a batch of whole spectra
+        batch = resample.pad_batch([spectra[i] for i in index])
+        out = resample.rebin_batch(*(batch[k] for k in ("edges", "flux", "ivar", "good", "z")),
+                                   max_pixels=batch["max_pixels"])
+        return dict(zip(("flux", "ivar", "mask"), out))
+
+    return map_padded(rebin, (np.arange(len(spectra)),), MAX_CHUNK, _padded_size)
 
 
 def measure(flux: np.ndarray, ivar: np.ndarray, scheme: str = "standard") -> dict[str, np.ndarray]:
     """Line fluxes, ratios, BPT classes and the S/N gate for (B, 2208) rest-frame spectra."""
-    parts = []
-    for start, stop in _chunks(len(flux)):
-        size = _padded_size(stop - start)
-        fit = lines.measure_lines_batch(_pad_rows(flux[start:stop], size), _pad_rows(ivar[start:stop], size))
-        parts.append({k: np.asarray(v)[: stop - start] for k, v in fit.items()})
-    fit = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    fit = map_padded(lines.measure_lines_batch, (flux, ivar), MAX_CHUNK, _padded_size)
     result = {k: np.asarray(v) for k, v in lines.line_ratios(fit["line_flux"], scheme).items()}
     result.update(
         line_flux=fit["line_flux"], line_flux_err=fit["line_flux_err"], line_snr=fit["line_snr"],
@@ -98,7 +79,7 @@ def _coverage_message(spectrum, mask: np.ndarray) -> str | None:
     n_uncovered, ranges = resample.coverage_report(mask)
     if not n_uncovered:
         return None
-    return (f"{spectra_io.describe(spectrum)}: {n_uncovered} of {N_BINS} rest-frame bins not covered "
+    return (f"{readers.describe(spectrum)}: {n_uncovered} of {N_BINS} rest-frame bins not covered "
             f"({ranges} at z={spectrum.z:.5f})")
 
 
@@ -112,8 +93,8 @@ def _select(arrays: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.nda
     return {k: (v[keep] if k in PER_SPECTRUM_KEYS else v) for k, v in arrays.items()}
 
 
-def prepare_spectra(spectra: list[spectra_io.Spectrum], coverage: str = "refuse", snr_policy: str = "skip",
-                    scheme: str = "standard", log: Callable[[str], None] = _stderr) -> dict[str, np.ndarray]:
+def prepare_spectra(spectra: list[readers.Spectrum], coverage: str = "refuse", snr_policy: str = "skip",
+                    scheme: str = "standard", log: Callable[[str], None] = log_line) -> dict[str, np.ndarray]:
     """Validated spectra -> the PREPARED arrays (module docstring). Reports each spectrum it
     drops, and the gate's count, through `log`. Raises DDMError if none is left."""
     if coverage not in COVERAGE_POLICIES or snr_policy not in SNR_POLICIES:
@@ -124,7 +105,7 @@ def prepare_spectra(spectra: list[spectra_io.Spectrum], coverage: str = "refuse"
     keep = np.ones(len(spectra), bool)
     for i, spectrum in enumerate(spectra):
         if not (grid["mask"][i] == 0).any():
-            log(f"{spectra_io.describe(spectrum)}: no good data on the rest-frame grid "
+            log(f"{readers.describe(spectrum)}: no good data on the rest-frame grid "
                 f"(3700-8114 A at z={spectrum.z:.5f}); skipped")
             keep[i] = False
         elif (message := _coverage_message(spectrum, grid["mask"][i])) is not None:
@@ -168,15 +149,15 @@ def write_prepared(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> No
 
 def run(inputs: list[str], output: str, coverage: str = "refuse", snr_policy: str = "skip",
         z: float | None = None, z_table: str | None = None, scheme: str = "standard",
-        log: Callable[[str], None] = _stderr) -> dict[str, np.ndarray]:
+        log: Callable[[str], None] = log_line) -> dict[str, np.ndarray]:
     """The `prepare` command: read every input (files or directories), write `output`.
     Unreadable or invalid files are reported through `log` and left out. Returns the arrays."""
-    paths = spectra_io.expand_inputs(inputs)
+    paths = readers.expand_inputs(inputs)
     if not paths:
         raise DDMError("no input files (directories are searched for "
-                       f"{', '.join(spectra_io.FITS_SUFFIXES + spectra_io.ARRAY_SUFFIXES)})")
-    z_override = spectra_io.read_z_table(z_table) if z_table else None
-    spectra, errors = spectra_io.read_many(paths, z_override=z_override, z_all=z)
+                       f"{', '.join(readers.FITS_SUFFIXES + readers.ARRAY_SUFFIXES)})")
+    z_override = readers.read_z_table(z_table) if z_table else None
+    spectra, errors = readers.read_many(paths, z_override=z_override, z_all=z)
     for message in errors:
         log(message)
     arrays = prepare_spectra(spectra, coverage, snr_policy, scheme, log)
@@ -190,7 +171,7 @@ def load_prepared(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read and check a PREPARED.npz; returns every array in it (module docstring).
 
     Raises DDMError naming the file if it is unreadable, lacks a REQUIRED_KEYS array, or the
-    shapes disagree with one another or with SPEC's grid.
+    shapes disagree with one another or with the rest-frame grid.
     """
     path = Path(path)
     arrays = load_npz(path, "PREPARED.npz", REQUIRED_KEYS)

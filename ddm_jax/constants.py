@@ -1,0 +1,65 @@
+"""Domain constants, each with one source: the rest-frame grid, the emission lines, and the
+eight line quantities the regressor learns (docs/model.md#input-grid and
+#the-line-ratio-regressor). Synthesis, measurement, inference and plotting all read them here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+N_BINS = 2208
+WAVELENGTH_START = 3700.0  # Angstrom, rest frame, vacuum
+WAVELENGTH_STEP = 2.0
+SPEED_OF_LIGHT_KMS = 299_792.458
+NORM_WINDOW = (4000.0, 7000.0)  # normalisation window: 4000 < lambda <= 7000 Angstrom
+
+
+def wavelength_grid(n_bins: int = N_BINS) -> np.ndarray:
+    """The DDM's rest-frame grid, `3700 + 2 i` Angstrom, float32 of shape (n_bins,)."""
+    return (WAVELENGTH_START + WAVELENGTH_STEP * np.arange(n_bins)).astype(np.float32)
+
+
+def norm_window_slice(n_bins: int = N_BINS) -> slice:
+    """Index range of the normalisation window on the grid (static, so jit sees a slice)."""
+    wl = wavelength_grid(n_bins).astype(np.float64)
+    idx = np.flatnonzero((wl > NORM_WINDOW[0]) & (wl <= NORM_WINDOW[1]))
+    return slice(int(idx[0]), int(idx[-1]) + 1)
+
+
+# Rest-frame vacuum wavelengths (Angstrom), as SDSS's spZline table lists them: SDSS and MaNGA
+# spectra are on vacuum wavelengths (air ones sit ~1.8 A bluer at Halpha).
+EMISSION_LINES = {
+    "oii_3726": 3727.092, "oii_3729": 3729.875, "hdelta": 4102.892, "hgamma": 4341.684,
+    "hbeta": 4862.683, "oiii_4959": 4960.295, "oiii_5007": 5008.240, "oi_6300": 6302.046,
+    "oi_6363": 6365.536, "nii_6548": 6549.859, "halpha": 6564.614, "nii_6584": 6585.268,
+    "sii_6717": 6718.294, "sii_6731": 6732.678,
+}
+
+# The regressor's eight outputs, in order. Upstream documents indices 0, 1 and 6; the other
+# five are this project's choice, picked so that the eight values fix every line flux
+# (docs/model.md#the-line-ratio-regressor):
+#   0 log [NII]6584/Halpha          4 log Halpha/Hbeta (Balmer decrement)
+#   1 log [OIII]5007/Hbeta          5 log [SII]6717/[SII]6731 (density)
+#   2 log [OI]6300/Halpha           6 log ([SII]6717+6731)/Halpha
+#   3 log ([OII]3726+3729)/Hbeta    7 log10 of the Halpha emission equivalent width (A)
+LINE_QUANTITIES = ("log_nii_ha", "log_oiii_hb", "log_oi_ha", "log_oii_hb", "log_ha_hb",
+                   "log_sii_ratio", "log_sii_ha", "log_ha_ew")
+N_LINE_QUANTITIES = len(LINE_QUANTITIES)
+NII_HA, OIII_HB, SII_HA = (LINE_QUANTITIES.index(name) for name in ("log_nii_ha", "log_oiii_hb", "log_sii_ha"))
+
+
+def binned_gaussian(x, centre, sigma):
+    """Unit-flux Gaussians averaged over the 2 A bins centred on x, in flux per Angstrom.
+
+    x (K,), centre (P,), sigma (P,) in Angstrom -> (K, P). Every line profile of the project
+    (synthetic spectra and the line fit) is this one, as the flux-conserving rebin averages a
+    spectrum over each bin. Jittable; JAX is imported here so that the constants load without it.
+    """
+    import jax.numpy as jnp
+    from jax.scipy.special import erf
+
+    half = WAVELENGTH_STEP / 2
+    scale = jnp.sqrt(2.0) * sigma
+    upper = erf((x[:, None] + half - centre) / scale)
+    lower = erf((x[:, None] - half - centre) / scale)
+    return 0.5 * (upper - lower) / WAVELENGTH_STEP
