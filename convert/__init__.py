@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import os
 
 from ddm_jax.config import PRESETS, DDMConfig, RegressorConfig
 from ddm_jax.errors import DDMError
+from ddm_jax.io import sha256_file
 from ddm_jax.models import DDM, LineRatioRegressor, abstract_params
 
 from .keras_hdf5 import read_keras_weights
@@ -48,14 +48,6 @@ def detect_format(path: str) -> str:
     if not head:
         raise DDMError(f"{path}: the file is empty")
     raise DDMError(f"{path}: neither a Keras HDF5 weight file nor a PyTorch state_dict")
-
-
-def sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @functools.cache
@@ -94,7 +86,7 @@ def convert_file(path: str, preset: str = "auto") -> ConvertedNetwork:
         if fmt == FORMAT_KERAS:  # record which file layer became which Flax layer, for audit
             source["layer_map"] = dict(zip(source.pop("file_layers"),
                                            ("/".join(p) for p in keras_layer_order(network, config))))
-        source.update(file=os.path.basename(path), sha256=sha256(path))
+        source.update(file=os.path.basename(path), sha256=sha256_file(path))
         return ConvertedNetwork(network, name, config, params, source)
     best = max(failures, key=lambda err: err.matched)  # max keeps the first (released DDM) on ties
     raise DDMError(f"{path}: not a weight file of the DDM or the line-ratio regressor"

@@ -35,6 +35,13 @@ EMISSION_LINES = {
     "sii_6717": 6718.294, "sii_6731": 6732.678,
 }
 
+# Weaker lines that are only masked when the stellar continuum is fitted (vacuum, to ~0.5 A: the
+# masks are +-10 A wide or more).
+MASKED_ONLY_LINES = {
+    "neiii_3869": 3870.9, "hepsilon": 3971.2, "nii_5755": 5756.2, "hei_5876": 5877.3, "hei_6678": 6680.0,
+    "hei_7065": 7067.1, "ariii_7135": 7137.8, "oii_7320": 7321.9, "oii_7330": 7332.2,
+}
+
 # The regressor's eight outputs, in order. Upstream documents indices 0, 1 and 6; the other
 # five are this project's choice, picked so that the eight values fix every line flux
 # (docs/model.md#the-line-ratio-regressor):

@@ -10,6 +10,7 @@ backend switch, nothing shown on screen.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from ddm_jax import bpt
-from ddm_jax.constants import NII_HA, OIII_HB, SII_HA
+from ddm_jax.constants import EMISSION_LINES, NII_HA, OIII_HB, SII_HA
 from ddm_jax.errors import DDMError
 from ddm_jax.io import load_npz, write_atomic
 
@@ -181,3 +182,59 @@ def fraction_figure(data: dict[str, np.ndarray], out: dict[str, np.ndarray]):
            title="SF fraction of held-out composites")
     ax.legend(loc="upper left", fontsize=8)
     return figure
+
+
+PREPARED_WINDOWS = ((4800.0, 5060.0), (6250.0, 6340.0), (6470.0, 6790.0))  # the line fit's, Angstrom
+_LINE_CENTRES = EMISSION_LINES
+
+
+def prepared_figure(arrays: dict, index: int) -> Figure:
+    """The fits of one prepared spectrum (`prepare`'s arrays): the whole spectrum with the
+    stellar continuum and the lines, the three line windows with the residual, and the verdicts."""
+    wavelength = arrays["wavelength"]
+    flux, stars, gas = arrays["flux"][index], arrays["continuum"][index], arrays["line_model"][index]
+    measured = arrays["mask"][index] == 0
+    figure = _new_figure((13, 7.5))
+    grid = figure.add_gridspec(2, 3, height_ratios=(1.1, 1))
+    whole = figure.add_subplot(grid[0, :])
+    whole.plot(wavelength, np.where(measured, flux, np.nan), color=COLORS["composite"], lw=0.6, label="spectrum")
+    whole.plot(wavelength, stars, color=COLORS["sf"], lw=0.8, label="stellar continuum (BC03 templates)")
+    whole.plot(wavelength, stars + gas, color=COLORS["agn"], lw=0.6, ls="--", label="continuum + lines")
+    whole.set(xlabel=r"rest wavelength ($\AA$)", ylabel="flux density")
+    whole.legend(loc="upper right", fontsize=8)
+    verdict = ("passes the gate" if arrays["passes_gate"][index] else
+               "fails the gate: " + ", ".join(reason for reason, failed in (
+                   ("S/N", not arrays["meets_snr"][index]), ("fit", not arrays["line_fit_ok"][index]),
+                   ("broad Balmer", arrays["broad_balmer"][index])) if failed))
+    value = {key: arrays[key][index] for key in ("z", "stellar_velocity", "stellar_sigma", "continuum_rchi2",
+                                                  "line_velocity", "line_sigma", "line_fit_rchi2", "log_nii_ha",
+                                                  "log_oiii_hb")}
+    whole.set_title(f"{arrays['ids'][index]} (z = {value['z']:.4f}): {verdict}\n"
+                    f"stars {value['stellar_velocity']:.0f} km/s, sigma {value['stellar_sigma']:.0f} km/s, "
+                    f"rchi2 {value['continuum_rchi2']:.2f}; gas {value['line_velocity']:.0f} km/s, "
+                    f"sigma {value['line_sigma']:.0f} km/s, rchi2 {value['line_fit_rchi2']:.2f}; "
+                    f"log [NII]/Ha {value['log_nii_ha']:.2f}, log [OIII]/Hb {value['log_oiii_hb']:.2f}", fontsize=9)
+    snr = dict(zip(arrays["line_names"], arrays["line_snr"][index]))
+    for column, (low, high) in enumerate(PREPARED_WINDOWS):
+        ax = figure.add_subplot(grid[1, column])
+        inside = (wavelength >= low) & (wavelength <= high)
+        ax.plot(wavelength[inside], np.where(measured, flux, np.nan)[inside], color=COLORS["composite"], lw=0.8)
+        ax.plot(wavelength[inside], stars[inside], color=COLORS["sf"], lw=0.8)
+        ax.plot(wavelength[inside], (stars + gas)[inside], color=COLORS["agn"], lw=0.8, ls="--")
+        ax.plot(wavelength[inside], (flux - stars - gas)[inside], color=COLORS["model"], lw=0.6, label="residual")
+        ax.axhline(0.0, color=COLORS["model"], lw=0.5)
+        names = [n for n in arrays["line_names"] if low <= _LINE_CENTRES[n] <= high]
+        ax.set_title(", ".join(f"{n} S/N {snr[n]:.0f}" for n in names), fontsize=8)
+        ax.set_xlabel(r"rest wavelength ($\AA$)")
+    return figure
+
+
+def plot_prepared(arrays: dict, output_dir) -> list[Path]:
+    """`prepared_figure` of every spectrum, as output_dir/<id>.png (characters other than letters,
+    digits, '.', '-' and '_' in the id become '_')."""
+    output_dir = Path(output_dir)
+    written = []
+    for index, spectrum_id in enumerate(arrays["ids"]):
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", str(spectrum_id))
+        written.append(save_png(prepared_figure(arrays, index), output_dir / f"{name}.png"))
+    return written

@@ -33,6 +33,8 @@ MANIFEST, JOB, DONE = "manifest.json", "job.json", "done.json"
 MERGE_BLOCK = 8192  # rows copied at a time when merging shares
 # PREPARED.npz's measured line ratios and BPT class, carried into the output as measured_<key>.
 MEASURED_KEYS = ("log_nii_ha", "log_oiii_hb", "log_sii_ha", "log_oi_ha", "bpt_nii")
+# and its gate's verdicts, carried as they are.
+GATE_KEYS = ("meets_snr", "line_fit_ok", "broad_balmer", "passes_gate")
 
 
 def default_output(spectra) -> Path:
@@ -48,7 +50,8 @@ def decompose_files(decomposer: Decomposer, spectra, mass=None, output=None, nor
     An output ending in `.npz` (the default, beside the input) is computed in memory and written
     at once; any other name is a folder filled chunk by chunk (`decompose_to_folder`), the
     only mode for several processes (`share` = (index, count); each writes OUT.shareIofN).
-    A PREPARED.npz carries its ids, S/N flags and measured line ratios into the output.
+    A PREPARED.npz carries its ids, spaxel positions, gate verdicts and measured line ratios into
+    the output.
     """
     output = Path(output) if output is not None else default_output(spectra)
     prepared = Path(spectra).suffix == ".npz"
@@ -71,7 +74,7 @@ def decompose_files(decomposer: Decomposer, spectra, mass=None, output=None, nor
 
         arrays = load_prepared(spectra)
         flux = arrays["flux"]
-        carried = {"ids": arrays["ids"], "meets_snr": arrays["meets_snr"],
+        carried = {"ids": arrays["ids"], "position": arrays["position"], **{key: arrays[key] for key in GATE_KEYS},
                    **{f"measured_{key}": arrays[key] for key in MEASURED_KEYS if key in arrays}}
     else:
         source = RowSource(spectra, "spectra", n_bins)

@@ -93,3 +93,77 @@ def sdss_redshift(path: Path) -> float:
     from astropy.io import fits
 
     return float(fits.getdata(path, "SPECOBJ")["Z"][0])
+
+
+# Galaxies built from stellar-population templates that the fit does not have: the held-out
+# ages (interpolable from their neighbours, as a real galaxy's populations are from a library).
+HELD_OUT_AGES_GYR = (0.286, 2.5)
+INSTRUMENT_SIGMA_KMS = 69.0  # as the fit assumes (continuum.INSTRUMENT_SIGMA_KMS)
+
+
+def fit_templates():
+    """The template set the fit uses in these tests: BC03 without HELD_OUT_AGES_GYR."""
+    from ddm_jax.templates import load_templates
+
+    templates = load_templates()
+    return templates.select(~np.isin(np.round(templates.ages_gyr, 3), HELD_OUT_AGES_GYR))
+
+
+def held_out_stars(young_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rest wavelength (vacuum) and flux of a solar-metallicity mix of the held-out ages:
+    `young_fraction` of the light at 5500 A from 0.286 Gyr (deep Balmer absorption), the rest
+    from 2.5 Gyr."""
+    from ddm_jax.templates import load_templates
+
+    templates = load_templates()
+    pick = lambda age: np.flatnonzero((np.round(templates.ages_gyr, 3) == age)  # noqa: E731
+                                      & (templates.metallicities == 0.02))[0]
+    flux = (young_fraction * templates.flux[pick(HELD_OUT_AGES_GYR[0])]
+            + (1 - young_fraction) * templates.flux[pick(HELD_OUT_AGES_GYR[1])])
+    return templates.wavelength, flux.astype(np.float64), templates
+
+
+def true_fluxes(line_scale: float = 1.0, without: tuple[str, ...] = ()) -> dict[str, float]:
+    """The narrow-line fluxes `template_galaxy` puts in (LINE_NAMES order)."""
+    return {name: 0.0 if name in without else line_scale * TRUE_FLUX[name] for name in lines.LINE_NAMES}
+
+
+def template_galaxy(rng: np.random.Generator, z: float = 0.05, sigma_star: float = 120.0, v_star: float = 0.0,
+                    v_gas: float = 0.0, sigma_gas: float = 70.0, line_scale: float = 1.0,
+                    young_fraction: float = 0.3, noise: float = 1.0, broad_halpha: float = 0.0,
+                    broad_sigma: float = 2000.0, without: tuple[str, ...] = (),
+                    spec_id: str = "template-galaxy") -> Spectrum:
+    """An SDSS-like observed spectrum: held-out stellar populations (continuum ~100 at 5500 A),
+    broadened and shifted, times a smooth calibration tilt, plus TRUE_FLUX x line_scale narrow
+    lines at (v_gas, sigma_gas intrinsic), less the lines named in `without`, and optionally a
+    broad Halpha of flux `broad_halpha`; Gaussian noise of sd `noise` per pixel."""
+    wavelength, stars, templates = held_out_stars(young_fraction)
+    c = SPEED_OF_LIGHT_KMS
+    # broaden on the log-uniform grid by what sigma* and the instrument add to the templates' own
+    template_sigma = templates.fwhm_angstrom / np.sqrt(8 * np.log(2)) / 5500.0 * c
+    extra = np.sqrt(sigma_star**2 + INSTRUMENT_SIGMA_KMS**2 - template_sigma**2) / templates.velscale
+    kernel_x = np.arange(-int(6 * extra) - 1, int(6 * extra) + 2)
+    kernel = np.exp(-0.5 * (kernel_x / extra) ** 2)
+    stars = np.convolve(stars, kernel / kernel.sum(), mode="same") * 100.0
+    observed = SDSS_LOGLAM0 + SDSS_DLOGLAM * np.arange(SDSS_NPIX)
+    edges = resample.pixel_edges(10**observed)
+    rest_edges = edges / (1 + z) / (1 + v_star / c)  # the stars' own rest frame
+    template_edges = resample.pixel_edges(wavelength)  # template values are pixel means about their centres
+    cumulative = np.concatenate([[0.0], np.cumsum(stars * np.diff(template_edges))])
+    density = np.diff(np.interp(rest_edges, template_edges, cumulative)) / np.diff(rest_edges)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    density *= 1.0 + 0.1 * (centres - 6000.0) / 3000.0  # flux-calibration tilt
+    gas_edges = edges / (1 + z)  # rest frame of the catalogue redshift
+    width = np.sqrt(sigma_gas**2 + INSTRUMENT_SIGMA_KMS**2)
+    emission = {name: flux for name, flux in true_fluxes(line_scale, without).items()}
+    emission["oiii_4959"] = emission["oiii_5007"] / 3
+    centres_rest = {**lines.LINES, **lines.EXTRA_LINES}
+    for name, flux in emission.items():
+        centre = centres_rest[name] * (1 + v_gas / c)
+        density += flux * _box_mean_gaussian(gas_edges, centre, centre * width / c)
+    if broad_halpha:
+        centre = lines.LINES["halpha"] * (1 + v_gas / c)
+        density += broad_halpha * _box_mean_gaussian(gas_edges, centre, centre * broad_sigma / c)
+    flux = density / (1 + z) + rng.normal(0.0, noise, SDSS_NPIX)
+    ivar = np.full(SDSS_NPIX, noise**-2.0)
+    return Spectrum(spec_id, f"{spec_id}.npz", 10**observed, flux, ivar, np.ones(SDSS_NPIX, bool), z)

@@ -92,13 +92,16 @@ def test_upstream_bpt_scheme_reaches_the_output(checkpoint, inputs, x, y, standa
     np.testing.assert_array_equal(classes, classify_nii(nii, oiii, "upstream"))
 
 
-def test_prepared_npz_input_carries_ids_and_measured_ratios(checkpoint, tmp_path):
+def test_prepared_npz_input_carries_ids_gate_and_measured_ratios(checkpoint, tmp_path):
     count = 3
     prepared = {"flux": random_spectra(count, seed=43), "ivar": np.ones((count, 2208), np.float32),
                 "mask": np.zeros((count, 2208), np.uint8), "wavelength": 3700 + 2 * np.arange(2208, dtype=np.float32),
                 "z": np.full(count, 0.01), "ids": np.array(["a", "b", "c"]), "line_names": np.array(["x"] * 8),
                 "line_flux": np.ones((count, 8), np.float32), "line_flux_err": np.ones((count, 8), np.float32),
                 "line_snr": np.ones((count, 8), np.float32), "meets_snr": np.array([True, False, True]),
+                "line_fit_ok": np.array([True, True, False]), "broad_balmer": np.array([False, False, True]),
+                "passes_gate": np.array([True, False, False]),
+                "position": np.array([[-1, -1], [3, 4], [5, 6]], np.int32),
                 "log_nii_ha": np.array([-0.4, -0.2, 0.1], np.float32), "log_oiii_hb": np.zeros(count, np.float32),
                 "log_sii_ha": np.zeros(count, np.float32), "log_oi_ha": np.zeros(count, np.float32),
                 "bpt_nii": np.array([0, 1, 2], np.int8)}
@@ -111,7 +114,8 @@ def test_prepared_npz_input_carries_ids_and_measured_ratios(checkpoint, tmp_path
         np.testing.assert_array_equal(out["ids"], prepared["ids"])
         np.testing.assert_array_equal(out["measured_log_nii_ha"], prepared["log_nii_ha"])
         np.testing.assert_array_equal(out["measured_bpt_nii"], prepared["bpt_nii"])
-        np.testing.assert_array_equal(out["meets_snr"], prepared["meets_snr"])
+        for key in ("meets_snr", "line_fit_ok", "broad_balmer", "passes_gate", "position"):
+            np.testing.assert_array_equal(out[key], prepared[key])
         assert out["line_ratios"].shape == (count, 3, 8)
 
 

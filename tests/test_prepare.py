@@ -45,8 +45,13 @@ def test_sdss_files_to_prepared_npz(tmp_path, capsys):
     for row in range(2):
         count, _ = resample.coverage_report(data["mask"][row])
         assert count > 0 and np.sum(data["mask"][row] & resample.FILLED != 0) >= count
-    assert any("1 of 2 spectra fail the S/N > 8 gate" in line for line in err)
-    assert any(line.startswith(f"wrote {out}") for line in err)
+    np.testing.assert_array_equal(data["passes_gate"], data["meets_snr"] & data["line_fit_ok"] & ~data["broad_balmer"])
+    assert list(data["passes_gate"]) == [True, False] and data["line_fit_ok"].all()
+    assert data["continuum"].shape == data["line_model"].shape == data["flux"].shape
+    # every count in the log adds up: 2 read = 0 off the grid + 1 failing + 1 passing, all written
+    assert any(line.startswith("2 spectra: 0 off the grid (coverage), 1 failing the gate (kept") and
+               line.endswith("1 passing") for line in err), err
+    assert any(line.startswith(f"wrote {out}: 2 of the 2 spectra read from 2 file(s)") for line in err)
 
 
 def test_refuse_is_the_default_and_names_the_file(tmp_path, capsys):
@@ -58,6 +63,9 @@ def test_refuse_is_the_default_and_names_the_file(tmp_path, capsys):
     assert list(pipeline.load_prepared(out)["ids"]) == ["covered"]
     refused = [line for line in err if str(ppxf_sdss_path(STRONG)) in line]
     assert len(refused) == 1 and "not covered" in refused[0] and "skipped" in refused[0]
+    # the spectrum dropped for coverage is in the counts, which add up to the 2 read
+    assert any(line.startswith("2 spectra: 1 off the grid (coverage), 0 failing the gate") and
+               line.endswith("1 passing") for line in err), err
 
 
 def test_snr_gate_skips_by_default(tmp_path, capsys):
@@ -65,8 +73,10 @@ def test_snr_gate_skips_by_default(tmp_path, capsys):
     code, err = _run(capsys, ppxf_sdss_path(STRONG), ppxf_sdss_path(WEAK), "-o", out, "--coverage", "fill")
     assert code == 0
     assert list(pipeline.load_prepared(out)["ids"]) == [STRONG]
-    assert any(line.startswith(f"{WEAK}: S/N <= 8 in") and "hbeta" in line for line in err)
-    assert any("1 of 2 spectra fail" in line and "skipped" in line for line in err)
+    assert any(line.startswith(f"{WEAK}: S/N <= 8 in") and "nii_6584" in line for line in err)
+    assert any(line.startswith("2 spectra: 0 off the grid (coverage), 1 failing the gate (skipped")
+               for line in err)
+    assert any(line.startswith(f"wrote {out}: 1 of the 2 spectra read") for line in err)
 
 
 def test_bad_files_are_named_and_the_batch_goes_on(tmp_path, capsys):
@@ -97,7 +107,7 @@ def test_bad_files_are_named_and_the_batch_goes_on(tmp_path, capsys):
     for name, reason in expected.items():
         mentions = [line for line in err if line.startswith(str(batch / name))]
         assert len(mentions) == 1 and reason in mentions[0], (name, mentions)
-    assert any("8 unreadable or invalid" in line for line in err)
+    assert any(line.endswith("; 8 file(s) or spectra unreadable or invalid") for line in err)
 
 
 def test_plain_arrays_give_what_the_fits_file_gives(tmp_path, capsys):
@@ -129,7 +139,7 @@ def test_failed_run_leaves_the_old_output_and_no_temporary_file(tmp_path, capsys
     out = tmp_path / "prepared.npz"
     out.write_bytes(b"previous result")
     code, err = _run(capsys, ppxf_sdss_path(STRONG), "-o", out)  # refused: nothing to write
-    assert code == 2 and err[-1].startswith("ddm-jax prepare: error: no spectrum left")
+    assert code == 2 and err[-1].startswith("ddm-jax prepare: error: none of the 1 spectra is left")
     assert out.read_bytes() == b"previous result"
     assert [p.name for p in tmp_path.iterdir()] == ["prepared.npz"]
 

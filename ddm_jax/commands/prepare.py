@@ -10,10 +10,13 @@ from ddm_jax.prepare import pipeline
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "prepare", help="SDSS spec-*.fits or plain arrays -> rest-frame grid, line fluxes, S/N gate",
-        description="Read SDSS spec-*.fits files or plain arrays (.npy, .npz, .csv; files or directories), "
-                    "resample them to the DDM's rest-frame grid, measure the BPT lines, apply the S/N > 8 "
-                    "gate and write PREPARED.npz. Bad files are reported and left out.",
+        "prepare", help="survey spectra -> rest-frame grid, stellar continuum and line fits, gate",
+        description="Read SDSS spec-*.fits, DESI coadd-*.fits (redshifts from the redrock-*.fits beside "
+                    "them), MaNGA LOGCUBE/LOGRSS and DAP test-spectra files, or plain arrays (.npy, .npz, "
+                    ".csv; files or directories), resample them to the DDM's rest-frame grid, fit the "
+                    "stellar continuum with BC03 population templates and the emission lines on what it "
+                    "leaves, apply the gate (S/N > 8 in the BPT lines, an acceptable fit, no broad Balmer "
+                    "lines) and write PREPARED.npz. Bad files are reported and left out.",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="files or directories")
     parser.add_argument("-o", "--output", required=True, metavar="PREPARED.npz")
@@ -21,17 +24,21 @@ def add_parser(subparsers) -> None:
                         help="spectra not covering all of 3700-8114 A rest frame: skip them (refuse, "
                              "the default) or fill the missing bins, flagged in `mask` (fill)")
     parser.add_argument("--snr-policy", choices=pipeline.SNR_POLICIES, default="skip",
-                        help="spectra with S/N <= 8 in a required line: skip them (default) or keep them "
-                             "with meets_snr = False (warn)")
+                        help="spectra failing the gate (S/N <= 8 in a required line, a fit that does not "
+                             "describe the data, broad Balmer lines): skip them (default) or keep them with "
+                             "passes_gate = False and the reason in meets_snr, line_fit_ok, broad_balmer (warn)")
     parser.add_argument("--z", type=float, default=None,
-                        help="redshift for every input (replaces the SDSS SPECOBJ redshift)")
+                        help="redshift for every input (replaces the SPECOBJ / redrock / Z-HDU redshift)")
     parser.add_argument("--z-table", metavar="CSV", default=None,
-                        help="CSV with header id,z: redshift per spectrum id (file name without suffix)")
+                        help="CSV with header id,z: redshift by spectrum id, or by the part before '#' "
+                             "(e.g. a MaNGA plateifu) for every spectrum of a file")
+    parser.add_argument("--plot", metavar="DIR", default=None,
+                        help="also draw each written spectrum's continuum and line fits as DIR/<id>.png")
     parser.add_argument("--bpt-scheme", choices=bpt.SCHEMES, default="standard")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     pipeline.run(args.inputs, args.output, coverage=args.coverage, snr_policy=args.snr_policy,
-                z=args.z, z_table=args.z_table, scheme=args.bpt_scheme)
+                z=args.z, z_table=args.z_table, scheme=args.bpt_scheme, plot_dir=args.plot)
     return 0

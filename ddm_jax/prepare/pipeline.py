@@ -1,16 +1,30 @@
-"""From spectrum files to PREPARED.npz: read, rebin to the rest-frame grid, measure lines, gate.
+"""From spectrum files to PREPARED.npz: read, rebin to the rest-frame grid, fit the stellar
+continuum and the emission lines, gate.
 
 PREPARED.npz holds, for B spectra (order of the inputs, bad ones left out):
   flux, ivar (B, 2208) float32   rest-frame flux density on the DDM's grid, its inverse variance
   mask (B, 2208) uint8           resample.NO_COVERAGE | NO_DATA | FILLED bits, 0 = measured
+  continuum, line_model (B, 2208) float32   the fitted stellar continuum and narrow lines
   wavelength (2208,) float32     the grid, 3700 + 2 i Angstrom (vacuum)
   z (B,) float64, ids (B,) str   redshift used, spectrum id (file name, or name#row)
+  position (B, 2) int32          a cube spaxel's (x, y) or an RSS fibre's (k, -1); (-1, -1) elsewhere
+  source (B,) str, wcs (B,) str  the file, and a cube's celestial WCS header ('' elsewhere): with
+                                 `position`, a decomposition goes back on the sky as a map
   line_names (8,) str            lines.LINE_NAMES
-  line_flux, line_flux_err, line_snr (B, 8) float32   fitted fluxes (flux units x Angstrom)
+  line_flux, line_flux_err, line_snr (B, 8) float32   fitted fluxes (flux units x Angstrom), >= 0:
+                                 an undetected line has flux 0 and a 3-sigma limit of 3 x line_flux_err
   meets_snr (B,) bool            S/N > 8 in every line lines.REQUIRED_LINES names
-  log_nii_ha, log_oiii_hb, log_sii_ha, log_oi_ha (B,) float32   NaN where a flux is <= 0
+  line_fit_ok (B,) bool          the fits describe the data (the criteria of ddm_jax.prepare.fit)
+  broad_balmer (B,) bool         a broad Halpha (type-1 AGN) was found: the DDM never saw one
+  passes_gate (B,) bool          meets_snr and line_fit_ok and not broad_balmer
+  log_nii_ha, log_oiii_hb, log_sii_ha, log_oi_ha (B,) float32   NaN where a flux is 0
   bpt_nii, bpt_sii (B,) int8     ddm_jax.bpt classes of the measured ratios
-  line_velocity, line_sigma, line_fit_rchi2 (B,) float32   the fit's shift, width (km/s), quality
+  line_velocity, line_sigma, line_fit_rchi2 (B,) float32   the line fit's shift, width (km/s), quality
+  stellar_velocity, stellar_sigma, continuum_rchi2 (B,) float32   the continuum fit's
+  line_velocity_at_edge, line_sigma_at_edge, stellar_velocity_at_edge, stellar_sigma_at_edge (B,)
+                                 bool: a fit within one step of the edge of its search
+  broad_flux, broad_flux_err, broad_delta_chi2 (B,) float32   the broad-Halpha test
+  template_weights (B, N) float32   the continuum's template weights (ddm_jax.templates order)
   format () str                  FORMAT
 """
 
@@ -26,25 +40,22 @@ from ddm_jax.batching import map_padded
 from ddm_jax.constants import N_BINS, wavelength_grid
 from ddm_jax.errors import DDMError
 from ddm_jax.io import load_npz, save_npz_atomic
-from ddm_jax.prepare import lines, readers, resample
+from ddm_jax.prepare import fit, lines, readers, resample
 from ddm_jax.progress import log as log_line
 
-FORMAT = "ddm-jax-prepared/1"
+FORMAT = "ddm-jax-prepared/2"
 COVERAGE_POLICIES = ("refuse", "fill")
 SNR_POLICIES = ("skip", "warn")
 # Spectra per compiled batch: bounds memory. Batches are padded to a power of two between
-# MIN_CHUNK and MAX_CHUNK, so that only a handful of shapes are ever compiled (the line fit
-# takes seconds to compile and ~10 ms a spectrum to run on a CPU).
+# MIN_CHUNK and MAX_CHUNK, so that only a handful of shapes are ever compiled (the fit takes
+# seconds to compile).
 MIN_CHUNK, MAX_CHUNK = 32, 256
-
-PER_SPECTRUM_KEYS = (
-    "flux", "ivar", "mask", "z", "ids", "line_flux", "line_flux_err", "line_snr", "meets_snr",
-    "log_nii_ha", "log_oiii_hb", "log_sii_ha", "log_oi_ha", "bpt_nii", "bpt_sii",
-    "line_velocity", "line_sigma", "line_fit_rchi2",
-)
+# PREPARED keys that are not per spectrum (all others have one row per spectrum).
+SHARED_KEYS = ("wavelength", "line_names", "format")
 REQUIRED_KEYS = (
     "flux", "ivar", "mask", "wavelength", "z", "ids", "line_names", "line_flux", "line_flux_err",
-    "line_snr", "meets_snr", "log_nii_ha", "log_oiii_hb", "log_sii_ha", "log_oi_ha",
+    "line_snr", "meets_snr", "line_fit_ok", "broad_balmer", "passes_gate", "log_nii_ha", "log_oiii_hb",
+    "log_sii_ha", "log_oi_ha", "position",
 )
 
 
@@ -64,13 +75,20 @@ def rebin_spectra(spectra: list[readers.Spectrum]) -> dict[str, np.ndarray]:
 
 
 def measure(flux: np.ndarray, ivar: np.ndarray, scheme: str = "standard") -> dict[str, np.ndarray]:
-    """Line fluxes, ratios, BPT classes and the S/N gate for (B, 2208) rest-frame spectra."""
-    fit = map_padded(lines.measure_lines_batch, (flux, ivar), MAX_CHUNK, _padded_size)
-    result = {k: np.asarray(v) for k, v in lines.line_ratios(fit["line_flux"], scheme).items()}
+    """Continuum and line fits, ratios, BPT classes and the gate's criteria for (B, 2208)
+    rest-frame spectra (module docstring's keys)."""
+    fitted = map_padded(fit.fit_spectra, (flux, ivar), MAX_CHUNK, _padded_size)
+    result = {k: np.asarray(v) for k, v in lines.line_ratios(fitted["line_flux"], scheme).items()}
+    meets_snr = np.asarray(lines.meets_snr(fitted["line_snr"]))
     result.update(
-        line_flux=fit["line_flux"], line_flux_err=fit["line_flux_err"], line_snr=fit["line_snr"],
-        meets_snr=np.asarray(lines.meets_snr(fit["line_snr"])), line_velocity=fit["velocity"],
-        line_sigma=fit["sigma"], line_fit_rchi2=fit["rchi2"],
+        {key: fitted[key] for key in ("line_flux", "line_flux_err", "line_snr", "continuum", "line_model",
+                                   "line_fit_ok", "broad_balmer", "stellar_velocity", "stellar_sigma",
+                                   "continuum_rchi2", "broad_flux", "broad_flux_err", "broad_delta_chi2",
+                                   "template_weights", "stellar_velocity_at_edge", "stellar_sigma_at_edge")},
+        line_velocity_at_edge=fitted["velocity_at_edge"], line_sigma_at_edge=fitted["sigma_at_edge"],
+        meets_snr=meets_snr, line_velocity=fitted["velocity"], line_sigma=fitted["sigma"],
+        line_fit_rchi2=fitted["rchi2"],
+        passes_gate=meets_snr & fitted["line_fit_ok"] & ~fitted["broad_balmer"],
     )
     return result
 
@@ -83,20 +101,33 @@ def _coverage_message(spectrum, mask: np.ndarray) -> str | None:
             f"({ranges} at z={spectrum.z:.5f})")
 
 
-def _snr_message(spec_id: str, snr: np.ndarray) -> str:
+def _gate_message(arrays: dict[str, np.ndarray], i: int) -> str:
+    """Why spectrum i fails the gate, in one line."""
+    reasons = []
+    snr = arrays["line_snr"][i]
     low = [f"{name} {snr[lines.LINE_NAMES.index(name)]:.1f}" for name in lines.REQUIRED_LINES
            if not snr[lines.LINE_NAMES.index(name)] > lines.SNR_MIN]
-    return f"{spec_id}: S/N <= {lines.SNR_MIN:g} in " + ", ".join(low)
+    if low:
+        reasons.append(f"S/N <= {lines.SNR_MIN:g} in " + ", ".join(low))
+    if not arrays["line_fit_ok"][i]:
+        reasons.append(f"fit not acceptable (line rchi2 {arrays['line_fit_rchi2'][i]:.2f}, continuum rchi2 "
+                       f"{arrays['continuum_rchi2'][i]:.2f}, gas at {arrays['line_velocity'][i]:.0f} km/s "
+                       f"sigma {arrays['line_sigma'][i]:.0f} km/s)")
+    if arrays["broad_balmer"][i]:
+        reasons.append(f"broad Balmer lines (broad Halpha S/N "
+                       f"{arrays['broad_flux'][i] / arrays['broad_flux_err'][i]:.0f}): a type-1 AGN")
+    return f"{arrays['ids'][i]}: " + "; ".join(reasons)
 
 
 def _select(arrays: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
-    return {k: (v[keep] if k in PER_SPECTRUM_KEYS else v) for k, v in arrays.items()}
+    return {k: (v if k in SHARED_KEYS else v[keep]) for k, v in arrays.items()}
 
 
 def prepare_spectra(spectra: list[readers.Spectrum], coverage: str = "refuse", snr_policy: str = "skip",
                     scheme: str = "standard", log: Callable[[str], None] = log_line) -> dict[str, np.ndarray]:
     """Validated spectra -> the PREPARED arrays (module docstring). Reports each spectrum it
-    drops, and the gate's count, through `log`. Raises DDMError if none is left."""
+    drops or flags through `log`, then one line of counts that add up. Raises DDMError if none
+    is left."""
     if coverage not in COVERAGE_POLICIES or snr_policy not in SNR_POLICIES:
         raise DDMError(f"coverage must be one of {COVERAGE_POLICIES}, S/N policy one of {SNR_POLICIES}")
     if not spectra:
@@ -113,29 +144,27 @@ def prepare_spectra(spectra: list[readers.Spectrum], coverage: str = "refuse", s
             log(message + ("; filled (mask bit FILLED)" if keep[i] else "; skipped (--coverage fill keeps it)"))
     arrays = {k: v[keep] for k, v in grid.items()}
     kept = [s for s, k in zip(spectra, keep) if k]
+    off_grid = len(spectra) - len(kept)
     if not kept:
-        raise DDMError("no spectrum left after the coverage check; nothing written")
+        raise DDMError(f"none of the {len(spectra)} spectra is left after the coverage check; nothing written")
     arrays.update(measure(arrays["flux"], arrays["ivar"], scheme))
     arrays.update(
         z=np.array([s.z for s in kept], np.float64), ids=np.array([s.id for s in kept], dtype=str),
+        position=np.array([(tuple(s.position) + (-1, -1))[:2] if s.position else (-1, -1) for s in kept], np.int32),
+        source=np.array([s.source for s in kept], dtype=str), wcs=np.array([s.wcs or "" for s in kept], dtype=str),
         wavelength=wavelength_grid(), line_names=np.array(lines.LINE_NAMES, dtype=str), format=np.array(FORMAT),
     )
-    return _gate(arrays, snr_policy, log)
-
-
-def _gate(arrays: dict[str, np.ndarray], snr_policy: str, log) -> dict[str, np.ndarray]:
-    failing = np.flatnonzero(~arrays["meets_snr"])
+    failing = np.flatnonzero(~arrays["passes_gate"])
     for i in failing:
-        log(_snr_message(str(arrays["ids"][i]), arrays["line_snr"][i]))
-    if failing.size:
-        action = ("skipped" if snr_policy == "skip"
-                  else "kept with meets_snr = False (the DDM was not trained on such spectra)")
-        log(f"{failing.size} of {len(arrays['ids'])} spectra fail the S/N > {lines.SNR_MIN:g} gate "
-            f"({', '.join(lines.REQUIRED_LINES)}): {action}")
+        log(_gate_message(arrays, i))
+    action = "skipped" if snr_policy == "skip" else "kept with passes_gate = False"
+    log(f"{len(spectra)} spectra: {off_grid} off the grid (coverage), {failing.size} failing the gate "
+        f"({action}: S/N > {lines.SNR_MIN:g} in {', '.join(lines.REQUIRED_LINES)}, an acceptable fit, no broad "
+        f"Balmer lines), {len(kept) - failing.size} passing")
     if snr_policy == "skip":
-        arrays = _select(arrays, arrays["meets_snr"])
+        arrays = _select(arrays, arrays["passes_gate"])
         if not len(arrays["ids"]):
-            raise DDMError("every spectrum fails the S/N gate; nothing written (--snr-policy warn keeps them)")
+            raise DDMError("every spectrum fails the gate; nothing written (--snr-policy warn keeps them)")
     return arrays
 
 
@@ -148,10 +177,11 @@ def write_prepared(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> No
 
 
 def run(inputs: list[str], output: str, coverage: str = "refuse", snr_policy: str = "skip",
-        z: float | None = None, z_table: str | None = None, scheme: str = "standard",
+        z: float | None = None, z_table: str | None = None, scheme: str = "standard", plot_dir=None,
         log: Callable[[str], None] = log_line) -> dict[str, np.ndarray]:
-    """The `prepare` command: read every input (files or directories), write `output`.
-    Unreadable or invalid files are reported through `log` and left out. Returns the arrays."""
+    """The `prepare` command: read every input (files or directories), write `output` (and, with
+    `plot_dir`, a figure of each spectrum's fits). Unreadable or invalid files are reported
+    through `log` and left out. Returns the arrays."""
     paths = readers.expand_inputs(inputs)
     if not paths:
         raise DDMError("no input files (directories are searched for "
@@ -160,10 +190,17 @@ def run(inputs: list[str], output: str, coverage: str = "refuse", snr_policy: st
     spectra, errors = readers.read_many(paths, z_override=z_override, z_all=z)
     for message in errors:
         log(message)
+    if not spectra:
+        raise DDMError(f"no readable spectrum in {len(paths)} file(s) ({len(errors)} unreadable or invalid); "
+                       "nothing written")
     arrays = prepare_spectra(spectra, coverage, snr_policy, scheme, log)
     write_prepared(output, arrays)
-    log(f"wrote {output}: {len(arrays['ids'])} spectra from {len(paths)} file(s)"
-        + (f"; {len(errors)} unreadable or invalid" if errors else ""))
+    if plot_dir is not None:
+        from ddm_jax.plotting import plot_prepared
+
+        log(f"drew {len(plot_prepared(arrays, plot_dir))} figures of the fits in {plot_dir}")
+    log(f"wrote {output}: {len(arrays['ids'])} of the {len(spectra)} spectra read from {len(paths)} file(s)"
+        + (f"; {len(errors)} file(s) or spectra unreadable or invalid" if errors else ""))
     return arrays
 
 
@@ -185,6 +222,7 @@ def _check_shapes(path: Path, arrays: dict[str, np.ndarray]) -> None:
     expected = {"flux": (n, N_BINS), "ivar": (n, N_BINS), "mask": (n, N_BINS), "wavelength": (N_BINS,),
                 "z": (n,), "ids": (n,), "line_names": (n_lines,), "line_flux": (n, n_lines),
                 "line_flux_err": (n, n_lines), "line_snr": (n, n_lines), "meets_snr": (n,),
+                "line_fit_ok": (n,), "broad_balmer": (n,), "passes_gate": (n,), "position": (n, 2),
                 "log_nii_ha": (n,), "log_oiii_hb": (n,), "log_sii_ha": (n,), "log_oi_ha": (n,)}
     for key, shape in expected.items():
         if arrays[key].shape != shape:

@@ -1,19 +1,46 @@
-"""Readers: SDSS `spec-*.fits` files and plain arrays, each into one `Spectrum` record.
+"""Readers: survey spectrum files and plain arrays into `Spectrum` records.
+
+`read_any` recognises a FITS file by its content (HDU names), not by its name:
+
+  SDSS spec-*.fits        COADD table (loglam, flux, ivar, and_mask); z from SPECOBJ.
+  DESI coadd-*.fits       <ARM>_WAVELENGTH/_FLUX/_IVAR/_MASK per camera (B, R, Z) and FIBERMAP:
+                          one spectrum per target, id `<file stem>#<TARGETID>`, the cameras merged
+                          onto one grid (`merge_arms`); z from the redrock file next to it
+                          (`desi_redshift_file`).
+  MaNGA DRP LOGCUBE       FLUX/IVAR/MASK (N_wave, ny, nx) and WAVE: one spectrum per spaxel with any
+                          good pixel, id `<plateifu>#x<i>y<j>`, `position` (i, j), `wcs` the cube's
+                          celestial WCS. No redshift in the file: give --z or --z-table.
+  MaNGA DRP LOGRSS        FLUX/IVAR/MASK (n_rows, N_wave) and WAVE: one spectrum per row (fibre and
+                          exposure) with any good pixel, id `<plateifu>#f<k>`, `position` (k,).
+  MaNGA DAP test spectra  WAVE, FLUX/IVAR/MASK (n, N) and Z (n) (sdss-mangadap's test files): one
+                          spectrum per row, id `<file stem>#<row>`, z from Z.
 
 Every reader raises `DDMError` with a message that starts with the file's path, so that a
-batch can report the file and carry on with the rest (`read_many`).
+batch can report the file and carry on with the rest (`read_many`). Errors about one spectrum
+of a file (no redshift, every pixel masked) name the file and the spectrum's id (`describe`).
 
-Wavelengths are observed-frame vacuum Angstrom (SDSS's convention, and MaNGA's, on which the
-DDM was trained); `z` takes them to the rest frame.
+Wavelengths are observed-frame vacuum Angstrom (SDSS's, DESI's and MaNGA's convention; the DDM
+was trained on MaNGA); `z` takes them to the rest frame. Flux is per Angstrom (all three surveys
+write 1e-17 erg/s/cm2/A; prepare does not depend on the unit).
+
+Masks. SDSS: and_mask != 0 is bad. DESI: MASK != 0 is bad. MaNGA cubes and the DAP test spectra
+(MANGA_DRP3PIXMASK): MASK != 0 is bad, i.e. any of NOCOV, LOWCOV, DEADFIBER, FORESTAR, DONOTUSE,
+the only bits defined (stricter than the DAP, which drops DONOTUSE and FORESTAR only). MaNGA RSS
+(MANGA_DRP2PIXMASK): any bit but the informational SMEARIMAGE, SMEARHIGHSN, SMEARMEDSN (10-12) is
+bad. Everywhere a pixel with ivar <= 0 or a non-finite value is bad as well (`validate`).
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import gzip
 import os
+import re
 import warnings
 import zipfile
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +51,35 @@ FITS_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fit.gz")
 ARRAY_SUFFIXES = (".npy", ".npz", ".csv")
 COADD_COLUMNS = ("loglam", "flux", "ivar", "and_mask")
 
+# DESI: the redshift catalogue of `coadd-X.fits` is `redrock-X.fits` (HDU REDSHIFTS), or in
+# older productions `zbest-X.fits` (HDU ZBEST), in the same folder.
+DESI_COADD_PREFIX = "coadd-"
+DESI_REDSHIFT_FILES = (("redrock-", "REDSHIFTS"), ("zbest-", "ZBEST"))
+DESI_CHUNK = 256  # targets merged at a time
+MANGA_IMAGES = ("FLUX", "IVAR", "MASK", "WAVE")
+# MANGA_DRP2PIXMASK bits that describe a fibre without marking its pixels bad.
+MANGA_RSS_INFO_BITS = (1 << 10) | (1 << 11) | (1 << 12)  # SMEARIMAGE, SMEARHIGHSN, SMEARMEDSN
+
+LAYOUTS = {
+    "sdss": "SDSS spec (COADD table)",
+    "desi-coadd": "DESI coadd (B/R/Z_WAVELENGTH, _FLUX, _IVAR, _MASK and FIBERMAP)",
+    "manga-cube": "MaNGA LOGCUBE (3-d FLUX, IVAR, MASK and WAVE)",
+    "manga-rss": "MaNGA LOGRSS (2-d FLUX, IVAR, MASK and WAVE)",
+    "manga-dap-test": "MaNGA DAP test spectra (WAVE, FLUX, IVAR, MASK and Z)",
+}
+
 
 @dataclasses.dataclass
 class Spectrum:
-    """One observed spectrum. Arrays are (N,) float64 (`good` bool); z may be None (not known)."""
+    """One observed spectrum. Arrays are (N,) float64 (`good` bool); z may be None (not known).
+
+    Optional, for spectra from a file that holds many (defaults None):
+      position  where in the file: (i, j) = (x, y) 0-based pixel of a cube's spaxel (numpy index
+                [:, j, i]; the WCS's pixel coordinates), (k,) the row of an RSS file
+      wcs       the file's celestial WCS as a FITS header string (cubes): astropy's
+                `WCS(fits.Header.fromstring(wcs)).pixel_to_world(i, j)` puts a spaxel on the sky
+      z_note    why z is None (e.g. the redshift catalogue flags it), for the error message
+    """
 
     id: str
     source: str
@@ -36,6 +88,9 @@ class Spectrum:
     ivar: np.ndarray
     good: np.ndarray
     z: float | None
+    position: tuple[int, ...] | None = None
+    wcs: str | None = None
+    z_note: str | None = None
 
 
 def _suffix(path: Path) -> str:
@@ -51,29 +106,125 @@ def spectrum_id(path: Path) -> str:
     return path.name[: len(path.name) - len(_suffix(path))]
 
 
-def read_sdss_fits(path: str | os.PathLike) -> Spectrum:
-    """An SDSS spec file: COADD table (loglam, flux, ivar, and_mask), z from SPECOBJ if present."""
+# --- FITS files: one guarded open, a layout found by content --------------------------------------
+
+def read_fits_guarded(path: str | os.PathLike, parse: Callable):
+    """`parse(hdul)` on the open FITS file, every failure a DDMError naming the file.
+
+    astropy only warns that a file is short; the read may then fail obscurely or not at all:
+    a truncation warning (or a compressed stream that ends early) wins over any other failure.
+    `parse` must read all the data it needs before it returns (the file is closed after).
+    """
     from astropy.io import fits  # heavy import: only FITS users pay for it
 
     path = Path(path)
+    result, failure = None, None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             with fits.open(path, memmap=False) as hdul:
-                coadd = _coadd_columns(path, hdul)
-                z = _specobj_z(hdul)
-            failure = None
-        except (OSError, ValueError, TypeError, IndexError, KeyError) as err:
+                result = parse(hdul)
+        except DDMError as err:
             failure = err
-    # astropy only warns that a file is short; the read may then fail obscurely or not at all.
+        except EOFError as err:  # a .gz file cut short inside an HDU that was read
+            raise DDMError(f"{path}: truncated FITS file ({err})") from None
+        except (OSError, ValueError, TypeError, IndexError, KeyError, zlib.error) as err:
+            failure = err
     truncated = next((w.message for w in caught if "truncated" in str(w.message)), None)
+    if truncated is None and path.name.lower().endswith(".gz"):
+        truncated = _gzip_cut_short(path)
     if truncated is not None:
         raise DDMError(f"{path}: truncated FITS file ({truncated})")
+    if isinstance(failure, DDMError):
+        raise failure
     if failure is not None:
         raise DDMError(f"{path}: unreadable FITS file ({failure})")
+    return result
+
+
+def _gzip_cut_short(path: Path) -> str | None:
+    """Why a gzip file's stream is incomplete, or None. astropy takes a compressed stream that
+    ends early for the end of the file: the HDUs after the cut just seem absent."""
+    try:
+        with gzip.open(path) as stream:
+            while stream.read(1 << 24):
+                pass
+    except EOFError as err:
+        return str(err)
+    except (OSError, zlib.error):
+        return None  # corrupt rather than short: the read itself reports it
+    return None
+
+
+def _hdu_names(hdul) -> list[str]:
+    return [h.name.upper() or f"#{i} (unnamed)" for i, h in enumerate(hdul)]
+
+
+def _desi_arms(names: list[str]) -> list[str]:
+    """Cameras with a wavelength and a flux image: ['B', 'R', 'Z'] for a DESI coadd."""
+    suffix = "_WAVELENGTH"
+    return [n[: -len(suffix)] for n in names if n.endswith(suffix) and f"{n[: -len(suffix)]}_FLUX" in names]
+
+
+def fits_layout(hdul) -> str | None:
+    """Which reader an open FITS file needs (a key of LAYOUTS), 'desi-redshifts' for a redrock
+    or zbest catalogue, or None: decided by the HDU names and the FLUX image's dimensions."""
+    from astropy.io import fits
+
+    names = _hdu_names(hdul)
+    if _desi_arms(names) and "FIBERMAP" in names:
+        return "desi-coadd"
+    if any(hdu in names for _, hdu in DESI_REDSHIFT_FILES):
+        return "desi-redshifts"
+    if set(MANGA_IMAGES) <= set(names):
+        naxis = hdul["FLUX"].header.get("NAXIS")
+        if naxis == 2 and "Z" in names:
+            return "manga-dap-test"
+        if naxis in (2, 3):
+            return "manga-rss" if naxis == 2 else "manga-cube"
+    if "COADD" in names or (len(hdul) > 1 and isinstance(hdul[1], fits.BinTableHDU) and not hdul[1].name):
+        return "sdss"  # older spec files leave the first extension unnamed
+    return None
+
+
+def read_fits(path: str | os.PathLike, expect: str | None = None) -> list[Spectrum]:
+    """Any FITS layout of LAYOUTS, found by content; `expect` (a LAYOUTS key) refuses the others.
+
+    DESI coadds get their redshifts from the redrock file next to them (`desi_redshift_file`).
+    """
+    path = Path(path)
+
+    def parse(hdul):
+        layout = fits_layout(hdul)
+        if layout == "desi-redshifts":
+            raise DDMError(f"{path}: is a DESI redshift catalogue, not spectra: give the coadd-*.fits file "
+                           "(its redshifts are read from here)")
+        if layout is None or (expect is not None and layout != expect):
+            wanted = [LAYOUTS[expect]] if expect else list(LAYOUTS.values())
+            raise DDMError(f"{path}: not a FITS layout ddm-jax reads (HDUs: {', '.join(_hdu_names(hdul))}); "
+                           f"it reads {'; '.join(wanted)}")
+        return layout, _PARSERS[layout](path, hdul)
+
+    layout, spectra = read_fits_guarded(path, parse)
+    if layout == "desi-coadd":
+        _attach_desi_redshifts(path, spectra)
+    return spectra
+
+
+# --- SDSS -----------------------------------------------------------------------------------------
+
+def read_sdss_fits(path: str | os.PathLike) -> Spectrum:
+    """An SDSS spec file: COADD table (loglam, flux, ivar, and_mask), z from SPECOBJ if present."""
+    path = Path(path)
+    return read_fits_guarded(path, lambda hdul: _sdss_from_hdul(path, hdul)[0])
+
+
+def _sdss_from_hdul(path: Path, hdul) -> list[Spectrum]:
+    coadd = _coadd_columns(path, hdul)
+    z = _specobj_z(hdul)
     wavelength = 10.0 ** coadd["loglam"]
     good = coadd["and_mask"] == 0
-    return Spectrum(spectrum_id(path), str(path), wavelength, coadd["flux"], coadd["ivar"], good, z)
+    return [Spectrum(spectrum_id(path), str(path), wavelength, coadd["flux"], coadd["ivar"], good, z)]
 
 
 def _coadd_columns(path: Path, hdul) -> dict[str, np.ndarray]:
@@ -97,6 +248,261 @@ def _specobj_z(hdul) -> float | None:
         return None
     return float(np.asarray(hdul["SPECOBJ"].data["Z"]).ravel()[0])
 
+
+# --- DESI -----------------------------------------------------------------------------------------
+
+def read_desi_coadd(path: str | os.PathLike) -> list[Spectrum]:
+    """A DESI coadd (or spectra) file: one Spectrum per FIBERMAP target, id `<file stem>#<TARGETID>`,
+    the cameras merged by `merge_arms`, z from `desi_redshift_file` (None, with a z_note, where
+    there is no such file, the target is not in it or its ZWARN is not 0)."""
+    return read_fits(path, expect="desi-coadd")
+
+
+def _desi_from_hdul(path: Path, hdul) -> list[Spectrum]:
+    names = _hdu_names(hdul)
+    arms = _desi_arms(names)
+    fibermap = hdul["FIBERMAP"]
+    if fibermap.columns is None or "TARGETID" not in [c.upper() for c in fibermap.columns.names]:
+        raise DDMError(f"{path}: FIBERMAP lacks column TARGETID")
+    targets = np.asarray(fibermap.data["TARGETID"]).astype(np.int64)
+    wavelengths, fluxes, ivars, goods = [], [], [], []
+    for arm in arms:
+        if f"{arm}_IVAR" not in names:
+            raise DDMError(f"{path}: lacks {arm}_IVAR (has {', '.join(names)})")
+        wavelength = np.asarray(hdul[f"{arm}_WAVELENGTH"].data, dtype=np.float64)
+        flux = np.atleast_2d(np.asarray(hdul[f"{arm}_FLUX"].data, dtype=np.float64))
+        ivar = np.atleast_2d(np.asarray(hdul[f"{arm}_IVAR"].data, dtype=np.float64))
+        mask = (np.atleast_2d(np.asarray(hdul[f"{arm}_MASK"].data)) if f"{arm}_MASK" in names
+                else np.zeros(flux.shape, np.int32))
+        if not (flux.shape == ivar.shape == mask.shape == (len(targets), wavelength.size)):
+            raise DDMError(f"{path}: camera {arm}: FLUX {flux.shape}, IVAR {ivar.shape}, MASK {mask.shape} "
+                           f"disagree with {len(targets)} FIBERMAP targets x {wavelength.size} wavelengths")
+        if wavelength.size < 2 or not np.all(np.diff(wavelength) > 0):
+            raise DDMError(f"{path}: {arm}_WAVELENGTH is not strictly increasing")
+        wavelengths.append(wavelength)
+        fluxes.append(flux)
+        ivars.append(ivar)
+        goods.append(mask == 0)
+    stem, spectra = spectrum_id(path), []
+    for start in range(0, len(targets), DESI_CHUNK):  # bounds merge_arms' temporaries
+        rows = slice(start, start + DESI_CHUNK)
+        wavelength, flux, ivar, good = merge_arms(wavelengths, [f[rows] for f in fluxes], [v[rows] for v in ivars],
+                                                  [g[rows] for g in goods])
+        spectra += [Spectrum(f"{stem}#{t}", str(path), wavelength, flux[k], ivar[k], good[k], None)
+                    for k, t in enumerate(targets[rows])]
+    return spectra
+
+
+def merge_arms(wavelengths: list[np.ndarray], fluxes: list[np.ndarray], ivars: list[np.ndarray],
+               goods: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Spectrograph cameras onto one strictly increasing wavelength array, inverse-variance
+    weighted where they overlap.
+
+    wavelengths[a] (N_a,) increasing; fluxes/ivars/goods[a] (n, N_a) for n spectra.
+    The grid is the bluest camera's pixels, then each redder camera's pixels beyond the grid's
+    end (half a pixel's tolerance), so that DESI's cameras, which share one 0.8 A lattice, give
+    that lattice. Each camera goes onto the grid pixels inside its range: unchanged where its
+    pixels coincide with the grid's (to 1e-6 of a pixel), else by linear interpolation with the
+    variance propagated (a value is usable only if both pixels it comes from are). On every grid
+    pixel the usable cameras combine as sum(ivar f) / sum(ivar), ivar sum(ivar); a pixel no
+    camera has usable data for gets flux 0, ivar 0, good False.
+    Returns wavelength (M,), flux (n, M), ivar (n, M), good (n, M) bool.
+    """
+    order = np.argsort([w[0] for w in wavelengths])
+    grid = wavelengths[order[0]]
+    for a in order[1:]:
+        w = wavelengths[a]
+        half_pixel = 0.5 * (w[1] - w[0])
+        grid = np.concatenate([grid, w[w > grid[-1] + half_pixel]])
+    n = fluxes[0].shape[0]
+    weight_sum = np.zeros((n, grid.size))
+    weighted_flux = np.zeros((n, grid.size))
+    for w, f, iv, g in zip(wavelengths, fluxes, ivars, goods):
+        usable = g & (iv > 0) & np.isfinite(f) & np.isfinite(iv)
+        f = np.where(usable, f, 0.0)
+        iv = np.where(usable, iv, 0.0)
+        var = np.where(usable, 1.0 / np.where(usable, iv, 1.0), 0.0)
+        tol = 1e-6 * np.min(np.diff(w))
+        inside = (grid >= w[0] - tol) & (grid <= w[-1] + tol)
+        x = np.clip(grid[inside], w[0], w[-1])
+        j = np.clip(np.searchsorted(w, x, side="right") - 1, 0, w.size - 2)
+        step = w[j + 1] - w[j]
+        t = np.where(x - w[j] <= tol, 0.0, np.where(w[j + 1] - x <= tol, 1.0, (x - w[j]) / step))
+        ok = ((t == 1) | usable[:, j]) & ((t == 0) | usable[:, j + 1])
+        value = (1 - t) * f[:, j] + t * f[:, j + 1]
+        variance = (1 - t) ** 2 * var[:, j] + t**2 * var[:, j + 1]
+        interpolated = 1.0 / np.where(variance > 0, variance, np.inf)
+        arm_ivar = np.where(t == 0, iv[:, j], np.where(t == 1, iv[:, j + 1], interpolated))
+        arm_ivar = np.where(ok, arm_ivar, 0.0)
+        weight_sum[:, inside] += arm_ivar
+        weighted_flux[:, inside] += arm_ivar * value
+    good = weight_sum > 0
+    flux = np.where(good, weighted_flux / np.where(good, weight_sum, 1.0), 0.0)
+    return grid, flux, weight_sum, good
+
+
+def desi_redshift_file(coadd: str | os.PathLike) -> Path | None:
+    """The redshift catalogue of a DESI coadd: `coadd-X.fits` -> `redrock-X.fits`, else
+    `zbest-X.fits` (older productions), in the same folder, with any FITS suffix (.fits,
+    .fits.gz, ...). None if the name does not start with `coadd-` or no such file exists."""
+    coadd = Path(coadd)
+    if not coadd.name.startswith(DESI_COADD_PREFIX):
+        return None
+    stem = spectrum_id(coadd)[len(DESI_COADD_PREFIX):]
+    for prefix, _ in DESI_REDSHIFT_FILES:
+        for suffix in FITS_SUFFIXES:
+            candidate = coadd.with_name(prefix + stem + suffix)
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def read_desi_redshifts(path: str | os.PathLike) -> dict[int, tuple[float, int]]:
+    """A redrock (REDSHIFTS) or zbest (ZBEST) table: TARGETID -> (Z, ZWARN); ZWARN 0 if absent."""
+    path = Path(path)
+
+    def parse(hdul):
+        hdu = next((name for _, name in DESI_REDSHIFT_FILES if name in hdul), None)
+        if hdu is None:
+            raise DDMError(f"{path}: no REDSHIFTS or ZBEST table (HDUs: {', '.join(_hdu_names(hdul))})")
+        columns = [c.upper() for c in hdul[hdu].columns.names]
+        missing = [c for c in ("TARGETID", "Z") if c not in columns]
+        if missing:
+            raise DDMError(f"{path}: {hdu} table lacks column(s) {', '.join(missing)}")
+        data = hdul[hdu].data
+        zwarn = data["ZWARN"] if "ZWARN" in columns else np.zeros(len(data), np.int64)
+        return {int(t): (float(z), int(w)) for t, z, w in zip(data["TARGETID"], data["Z"], zwarn)}
+
+    return read_fits_guarded(path, parse)
+
+
+def _attach_desi_redshifts(path: Path, spectra: list[Spectrum]) -> None:
+    catalogue = desi_redshift_file(path)
+    if catalogue is None:
+        stem = spectrum_id(path)[len(DESI_COADD_PREFIX):] if path.name.startswith(DESI_COADD_PREFIX) else None
+        note = (f"no redrock-{stem}.fits or zbest-{stem}.fits next to the coadd" if stem is not None
+                else "no redshift catalogue found: only coadd-X.fits files are paired with redrock-X.fits")
+        for spectrum in spectra:
+            spectrum.z_note = note
+        return
+    redshifts = read_desi_redshifts(catalogue)
+    for spectrum in spectra:
+        target = int(spectrum.id.rsplit("#", 1)[1])
+        if target not in redshifts:
+            spectrum.z_note = f"TARGETID {target} is not in {catalogue.name}"
+        elif redshifts[target][1] != 0:
+            spectrum.z_note = f"{catalogue.name} flags its redshift (ZWARN={redshifts[target][1]})"
+        else:
+            spectrum.z = redshifts[target][0]
+
+
+# --- MaNGA ----------------------------------------------------------------------------------------
+
+def read_manga(path: str | os.PathLike) -> list[Spectrum]:
+    """A MaNGA DRP LOGCUBE or LOGRSS file (`manga-<plate>-<ifu>-LOGCUBE.fits.gz`, ...LOGRSS...).
+
+    Cube: one Spectrum per spaxel with any good pixel, id `<plateifu>#x<i>y<j>`, position (i, j),
+    wcs the celestial WCS of the FLUX header. RSS: one per row with any good pixel, id
+    `<plateifu>#f<k>`, position (k,). plateifu from the file name as the DAP reads it, else the
+    PLATEIFU header keyword, else the file name without suffix. z is None: the DRP files carry
+    no redshift (the DAP takes NSA_Z from the DRPall catalogue): give --z or --z-table (a
+    z-table row `<plateifu>,z` applies to every spectrum of the file, see `read_many`).
+    Raises DDMError naming the file if no spaxel (row) has a good pixel.
+    """
+    path = Path(path)
+
+    def parse(hdul):
+        layout = fits_layout(hdul)
+        if layout not in ("manga-cube", "manga-rss"):
+            raise DDMError(f"{path}: not a MaNGA LOGCUBE or LOGRSS file (HDUs: {', '.join(_hdu_names(hdul))})")
+        return _PARSERS[layout](path, hdul)
+
+    return read_fits_guarded(path, parse)
+
+
+def _manga_name(path: Path, header) -> str:
+    match = re.match(r"manga-(\d+-\d+)-", path.name, re.IGNORECASE)
+    if match:
+        return match.group(1)
+    value = str(header.get("PLATEIFU", "")).strip()
+    return value or spectrum_id(path)
+
+
+def _manga_images(path: Path, hdul, ndim: int) -> tuple[np.ndarray, ...]:
+    wave = np.asarray(hdul["WAVE"].data, dtype=np.float64)
+    flux, ivar, mask = (np.asarray(hdul[name].data) for name in ("FLUX", "IVAR", "MASK"))
+    if flux.ndim != ndim or not flux.shape == ivar.shape == mask.shape:
+        raise DDMError(f"{path}: FLUX {flux.shape}, IVAR {ivar.shape} and MASK {mask.shape} must agree "
+                       f"({ndim}-d)")
+    n_wave = flux.shape[0] if ndim == 3 else flux.shape[-1]
+    if wave.ndim != 1 or wave.size != n_wave:
+        raise DDMError(f"{path}: WAVE has {wave.size} samples, FLUX {n_wave}")
+    return wave, flux, ivar, mask
+
+
+def _usable(flux: np.ndarray, ivar: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        return ~bad & (ivar > 0) & np.isfinite(flux) & np.isfinite(ivar)
+
+
+def _celestial_wcs(header) -> str | None:
+    from astropy.wcs import WCS
+
+    try:
+        wcs = WCS(header, fix=True).celestial
+    except (ValueError, KeyError, MemoryError):  # astropy raises several kinds for a bad WCS
+        return None
+    return wcs.to_header_string() if wcs.has_celestial else None
+
+
+def _manga_cube_from_hdul(path: Path, hdul) -> list[Spectrum]:
+    wave, flux, ivar, mask = _manga_images(path, hdul, 3)
+    usable = _usable(flux, ivar, mask != 0)
+    jj, ii = np.nonzero(usable.any(axis=0))  # (y, x) of spaxels with a good pixel
+    if not ii.size:
+        raise DDMError(f"{path}: every spaxel is masked (MASK != 0 or IVAR <= 0 everywhere): no spectrum")
+    name = _manga_name(path, hdul[0].header)
+    wcs = _celestial_wcs(hdul["FLUX"].header)
+    rows = {k: np.ascontiguousarray(a[:, jj, ii].T, dtype=dt)
+            for k, a, dt in (("flux", flux, np.float64), ("ivar", ivar, np.float64), ("good", usable, bool))}
+    return [Spectrum(f"{name}#x{i}y{j}", str(path), wave, rows["flux"][s], rows["ivar"][s], rows["good"][s], None,
+                     position=(int(i), int(j)), wcs=wcs)
+            for s, (i, j) in enumerate(zip(ii, jj))]
+
+
+def _manga_rss_from_hdul(path: Path, hdul) -> list[Spectrum]:
+    wave, flux, ivar, mask = _manga_images(path, hdul, 2)
+    usable = _usable(flux, ivar, (mask.astype(np.int64) & ~MANGA_RSS_INFO_BITS) != 0)
+    (rows,) = np.nonzero(usable.any(axis=1))
+    if not rows.size:
+        raise DDMError(f"{path}: every row is masked (MASK bad or IVAR <= 0 everywhere): no spectrum")
+    name = _manga_name(path, hdul[0].header)
+    return [Spectrum(f"{name}#f{k}", str(path), wave, flux[k].astype(np.float64), ivar[k].astype(np.float64),
+                     usable[k], None, position=(int(k),))
+            for k in rows]
+
+
+def _manga_dap_test_from_hdul(path: Path, hdul) -> list[Spectrum]:
+    wave, flux, ivar, mask = _manga_images(path, hdul, 2)
+    z = np.asarray(hdul["Z"].data, dtype=np.float64).ravel()
+    if z.size != flux.shape[0]:
+        raise DDMError(f"{path}: Z has {z.size} values for {flux.shape[0]} spectra")
+    stem = spectrum_id(path)
+    return [Spectrum(f"{stem}#{k}", str(path), wave, flux[k].astype(np.float64), ivar[k].astype(np.float64),
+                     mask[k] == 0, float(z[k]) if np.isfinite(z[k]) else None)
+            for k in range(flux.shape[0])]
+
+
+_PARSERS = {
+    "sdss": _sdss_from_hdul,
+    "desi-coadd": _desi_from_hdul,
+    "manga-cube": _manga_cube_from_hdul,
+    "manga-rss": _manga_rss_from_hdul,
+    "manga-dap-test": _manga_dap_test_from_hdul,
+}
+
+
+# --- plain arrays ---------------------------------------------------------------------------------
 
 def read_array_file(path: str | os.PathLike) -> list[Spectrum]:
     """Plain arrays: .npz (keys wavelength, flux, ivar; optional mask, z, ids), .npy or .csv.
@@ -185,6 +591,8 @@ def _from_columns(path: Path, spec_id: str, columns: dict, z: float | None) -> S
     return Spectrum(spec_id, str(path), wavelength, flux, ivar, mask == 0, z)
 
 
+# --- batches --------------------------------------------------------------------------------------
+
 def describe(spectrum: Spectrum) -> str:
     """The file, and the spectrum's id where the file holds several."""
     if spectrum.id == spectrum_id(Path(spectrum.source)):
@@ -201,7 +609,8 @@ def validate(spectrum: Spectrum) -> Spectrum:
     if not np.all(np.isfinite(wl)) or not np.all(np.diff(wl) > 0):
         raise DDMError(f"{where}: wavelength is not finite and strictly increasing")
     if spectrum.z is None:
-        raise DDMError(f"{where}: no redshift (give one with --z or --z-table)")
+        why = f"{spectrum.z_note}; " if spectrum.z_note else ""
+        raise DDMError(f"{where}: no redshift ({why}give one with --z or --z-table)")
     if not np.isfinite(spectrum.z) or spectrum.z < 0:
         raise DDMError(f"{where}: redshift must be finite and >= 0, got {spectrum.z}")
     usable = spectrum.good & (spectrum.ivar > 0) & np.isfinite(spectrum.flux) & np.isfinite(spectrum.ivar)
@@ -214,24 +623,30 @@ def validate(spectrum: Spectrum) -> Spectrum:
 
 
 def expand_inputs(inputs: list[str | os.PathLike]) -> list[Path]:
-    """Files as given, and the readable files of each directory (sorted, not recursive)."""
+    """Files as given, and the readable files of each directory (sorted, not recursive).
+
+    In a directory, a DESI redshift catalogue (`redrock-X.*`, `zbest-X.*`) next to its coadd
+    (`coadd-X.*`) is the coadd's companion, not an input, and is left out.
+    """
     paths = []
     for item in map(Path, inputs):
         if item.is_dir():
-            paths.extend(sorted(p for p in item.iterdir()
-                                if p.is_file() and _suffix(p) in FITS_SUFFIXES + ARRAY_SUFFIXES))
+            files = sorted(p for p in item.iterdir() if p.is_file() and _suffix(p) in FITS_SUFFIXES + ARRAY_SUFFIXES)
+            companions = {desi_redshift_file(p) for p in files if p.name.startswith(DESI_COADD_PREFIX)}
+            paths.extend(p for p in files if p not in companions)
         else:
             paths.append(item)
     return paths
 
 
 def read_any(path: Path) -> list[Spectrum]:
-    """Dispatch on the suffix; raises DDMError naming the file."""
+    """FITS files by content (`read_fits`), arrays by suffix; raises DDMError naming the file."""
+    path = Path(path)
     if not path.exists():
         raise DDMError(f"{path}: no such file")
     suffix = _suffix(path)
     if suffix in FITS_SUFFIXES:
-        return [read_sdss_fits(path)]
+        return read_fits(path)
     if suffix in ARRAY_SUFFIXES:
         return read_array_file(path)
     raise DDMError(f"{path}: unknown file type {suffix!r} (want {', '.join(FITS_SUFFIXES + ARRAY_SUFFIXES)})")
@@ -239,25 +654,41 @@ def read_any(path: Path) -> list[Spectrum]:
 
 def read_many(paths: list[Path], z_override: dict[str, float] | None = None,
               z_all: float | None = None) -> tuple[list[Spectrum], list[str]]:
-    """Read and validate every file; a bad one adds its message to `errors` and is skipped.
+    """Read and validate every file; a bad one adds its message to `errors` and is skipped, and
+    so does a bad spectrum of a file that holds several (the others go on).
 
-    z_all, if given, replaces every redshift; z_override maps spectrum id to redshift.
+    z_all, if given, replaces every redshift; z_override maps spectrum id to redshift, and for
+    an id `<name>#<part>` (one of several spectra in a file) not in it, `<name>` (e.g. a MaNGA
+    plateifu, or the file name of an .npz) gives the redshift of all of them.
     Returns (spectra, errors).
     """
     spectra, errors = [], []
     for path in paths:
         try:
-            for spectrum in read_any(path):
-                if z_all is not None:
-                    spectrum.z = z_all
-                elif z_override and spectrum.id in z_override:
-                    spectrum.z = z_override[spectrum.id]
-                try:
-                    spectra.append(validate(spectrum))
-                except DDMError as err:
-                    errors.append(str(err))
+            found = read_any(path)
         except DDMError as err:
             errors.append(str(err))
+            continue
+        for spectrum in found:
+            if z_all is not None:
+                spectrum.z = z_all
+            elif z_override:
+                group = spectrum.id.split("#", 1)[0]
+                z = z_override.get(spectrum.id, z_override.get(group) if "#" in spectrum.id else None)
+                if z is not None:
+                    spectrum.z = z
+        if len(found) > 1 and all(s.z is None for s in found):  # e.g. a MaNGA cube without --z: one line
+            notes = {s.z_note for s in found}
+            why = f"{notes.pop()}; " if len(notes) == 1 and None not in notes else ""
+            named = ", ".join(s.id for s in found[:3]) + (", ..." if len(found) > 3 else "")
+            errors.append(f"{path}: no redshift for any of its {len(found)} spectra ({named}; {why}give one "
+                          "with --z or --z-table, by spectrum id or by the part of the id before '#')")
+            continue
+        for spectrum in found:
+            try:
+                spectra.append(validate(spectrum))
+            except DDMError as err:
+                errors.append(str(err))
     return spectra, errors
 
 
