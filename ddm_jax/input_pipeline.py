@@ -136,12 +136,12 @@ def normalize_example(sf, agn, sf_weight, mass):
 
 
 class _Draws(NamedTuple):
-    w: jax.Array
-    mass: jax.Array
-    pick: jax.Array
+    w_key: jax.Array
+    mass_key: jax.Array
+    pick_key: jax.Array
     sf_index: jax.Array
     agn_index: jax.Array
-    single_mass: jax.Array
+    single_mass_key: jax.Array
 
 
 def _draw(library: SpectralLibrary, key: jax.Array, batch_size: int) -> _Draws:
@@ -156,8 +156,8 @@ def make_ddm_batch(library: SpectralLibrary, key: jax.Array, batch_size: int,
                    mass_range: tuple[float, float] = (1.0, 1.0)) -> DDMBatch:
     """Composites of random library members with w ~ U(0, 1), normalised, and their parts."""
     draws = _draw(library, key, batch_size)
-    w = jax.random.uniform(draws.w, (batch_size,))
-    mass = jax.random.uniform(draws.mass, (batch_size,), minval=mass_range[0], maxval=mass_range[1])
+    w = jax.random.uniform(draws.w_key, (batch_size,))
+    mass = jax.random.uniform(draws.mass_key, (batch_size,), minval=mass_range[0], maxval=mass_range[1])
     inputs, sf_target, agn_target = jax.vmap(normalize_example)(
         library.sf[draws.sf_index], library.agn[draws.agn_index], w, mass)
     return DDMBatch(inputs, sf_target, agn_target, w)
@@ -168,9 +168,9 @@ def make_regressor_batch(library: SpectralLibrary, key: jax.Array, batch_size: i
     """Single SF or AGN library members (even odds), as the regressor sees them, and their line
     quantities (the library must have them)."""
     draws = _draw(library, key, batch_size)
-    use_sf = jax.random.bernoulli(draws.pick, 0.5, (batch_size,))
+    use_sf = jax.random.bernoulli(draws.pick_key, 0.5, (batch_size,))
     single = jnp.where(use_sf[:, None], library.sf[draws.sf_index], library.agn[draws.agn_index])
-    mass = jax.random.uniform(draws.single_mass, (batch_size,), minval=mass_range[0], maxval=mass_range[1])
+    mass = jax.random.uniform(draws.single_mass_key, (batch_size,), minval=mass_range[0], maxval=mass_range[1])
     targets = jnp.where(use_sf[:, None], library.sf_lines[draws.sf_index], library.agn_lines[draws.agn_index])
     return RegressorBatch(center_batch(normalize_batch(single, mass)), targets)
 

@@ -185,7 +185,6 @@ def fraction_figure(data: dict[str, np.ndarray], out: dict[str, np.ndarray]):
 
 
 PREPARED_WINDOWS = ((4800.0, 5060.0), (6250.0, 6340.0), (6470.0, 6790.0))  # the line fit's, Angstrom
-_LINE_CENTRES = EMISSION_LINES
 
 
 def prepared_figure(arrays: dict, index: int) -> Figure:
@@ -223,7 +222,7 @@ def prepared_figure(arrays: dict, index: int) -> Figure:
         ax.plot(wavelength[inside], (stars + gas)[inside], color=COLORS["agn"], lw=0.8, ls="--")
         ax.plot(wavelength[inside], (flux - stars - gas)[inside], color=COLORS["model"], lw=0.6, label="residual")
         ax.axhline(0.0, color=COLORS["model"], lw=0.5)
-        names = [n for n in arrays["line_names"] if low <= _LINE_CENTRES[n] <= high]
+        names = [n for n in arrays["line_names"] if low <= EMISSION_LINES[n] <= high]
         ax.set_title(", ".join(f"{n} S/N {snr[n]:.0f}" for n in names), fontsize=8)
         ax.set_xlabel(r"rest wavelength ($\AA$)")
     return figure

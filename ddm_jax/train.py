@@ -144,23 +144,18 @@ def train(run_dir, network: str, library: SpectralLibrary, config: TrainConfig =
             state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(state))
         first_step = int(state["step"])
         _truncate_metrics(metrics_path, first_step)
-        step, rate, last_metrics = _run_loop(state, library, train_steps, manager, metrics_path, network, config,
-                                             started, first_step, max_seconds, max_new_steps, progress)
+        params, step, rate, last_metrics = _run_loop(state, library, train_steps, manager, metrics_path, network,
+                                                     config, started, first_step, max_seconds, max_new_steps, progress)
     finally:
         manager.wait_until_finished()
         manager.close()
-    return TrainResult(network, jax.device_get(step.params), model_config, config, step.count,
-                       step.count == config.steps, time.perf_counter() - started, rate, last_metrics)
-
-
-class _Reached(NamedTuple):
-    params: dict
-    count: int
+    return TrainResult(network, jax.device_get(params), model_config, config, step, step == config.steps,
+                       time.perf_counter() - started, rate, last_metrics)
 
 
 def _run_loop(state, library, train_steps, manager, metrics_path, network, config, started, first_step,
               max_seconds, max_new_steps, progress_enabled):
-    """Steps until done, stopped or out of time; returns (_Reached, samples/s, last metrics)."""
+    """Steps until done, stopped or out of time; returns (params, steps done, samples/s, last metrics)."""
     progress = Progress(f"train {network}", unit="steps", interval=0.0, enabled=progress_enabled)
     schedule = learning_rate_schedule(config.optimizer_for(network), config.steps)
     step, step_seconds, timed_steps, timed_seconds = first_step, 0.0, 0, 0.0
@@ -195,7 +190,7 @@ def _run_loop(state, library, train_steps, manager, metrics_path, network, confi
             manager.save(done, args=ocp.args.StandardSave(state), force=True)
         progress.close()
     rate = timed_steps * config.batch_size / timed_seconds if timed_seconds else math.nan
-    return _Reached(state["params"], step), rate, last_metrics
+    return state["params"], step, rate, last_metrics
 
 
 def _log(log, step, window, schedule, started) -> dict:

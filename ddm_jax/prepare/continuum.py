@@ -131,15 +131,23 @@ def _legendre() -> np.ndarray:
 _LEGENDRE = _legendre()
 
 
+def _normal_equations(columns, flux, weight):
+    """Weighted normal equations of flux on columns (C, K), columns scaled to unit weighted norm
+    (templates and polynomials differ by orders of magnitude) with a RIDGE term. Returns
+    (gram (C, C), target (C,), scale (C,)): coefficients = solution / scale."""
+    scale = jnp.sqrt(jnp.sum(weight * columns**2, axis=1)) + 1e-30
+    a = columns / scale[:, None]
+    gram = (a * weight) @ a.T
+    gram = gram + RIDGE * jnp.eye(gram.shape[0]) * (jnp.trace(gram) / gram.shape[0])
+    return gram, (a * weight) @ flux, scale
+
+
 def _weighted_lstsq(columns, flux, weight):
     """Least squares of flux on columns (C, K) with weights (K,): (coefficients (C,), chi^2)."""
-    scale = jnp.sqrt(jnp.sum(weight * columns**2, axis=1)) + 1e-30  # unit weighted norms
-    a = columns / scale[:, None]
-    normal = (a * weight) @ a.T
-    normal = normal + RIDGE * jnp.eye(normal.shape[0]) * (jnp.trace(normal) / normal.shape[0])
-    coefficients = jax.scipy.linalg.solve(normal, (a * weight) @ flux, assume_a="pos")
-    residual = coefficients @ a - flux
-    return coefficients / scale, jnp.sum(weight * residual**2)
+    gram, target, scale = _normal_equations(columns, flux, weight)
+    coefficients = jax.scipy.linalg.solve(gram, target, assume_a="pos") / scale
+    residual = coefficients @ columns - flux
+    return coefficients, jnp.sum(weight * residual**2)
 
 
 def _kinematic_chi2(flux, weight, library: TemplateLibrary, velocity, sigma, n_components: int):
@@ -235,12 +243,8 @@ def _nonnegative_fit(columns, flux, weight, n_nonnegative: int):
     """Weighted least squares of flux on columns (C, K), the first `n_nonnegative` coefficients
     held >= 0 (the others free: each enters as a +/- pair of non-negative columns)."""
     free = columns[n_nonnegative:]
-    paired = jnp.concatenate([columns, -free])
-    scale = jnp.sqrt(jnp.sum(weight * paired**2, axis=1)) + 1e-30
-    a = paired / scale[:, None]
-    gram = (a * weight) @ a.T
-    gram = gram + RIDGE * jnp.eye(gram.shape[0]) * (jnp.trace(gram) / gram.shape[0])
-    x = nnls(gram, (a * weight) @ flux, 3 * gram.shape[0]) / scale
+    gram, target, scale = _normal_equations(jnp.concatenate([columns, -free]), flux, weight)
+    x = nnls(gram, target, 3 * gram.shape[0]) / scale
     n_free = free.shape[0]
     return jnp.concatenate([x[:n_nonnegative], x[n_nonnegative:n_nonnegative + n_free] - x[n_nonnegative + n_free:]])
 
@@ -251,8 +255,7 @@ def _final_fit(flux, weight, library: TemplateLibrary, velocity, sigma):
     model = P(lambda) sum_i w_i T_i. Each round linearises the product about the previous one,
     P' S' ~ P S' + dP S, and solves for the weights and dP together (NNLS with dP free): the
     polynomial and the population mix, which can both change the colour of the model, are
-    found at once instead of undoing each other. Returns (model (2208,), weights (N,),
-    polynomial coefficients (D,)).
+    found at once instead of undoing each other. Returns (model (2208,), weights (N,)).
     """
     templates = _sample(library.broadened, library, velocity, sigma)  # (N, K)
     n = templates.shape[0]
@@ -267,7 +270,7 @@ def _final_fit(flux, weight, library: TemplateLibrary, velocity, sigma):
         coefficients = coefficients + x[n:]
         polynomial = 1.0 + coefficients @ _LEGENDRE
     weights = _nonnegative_fit(templates * polynomial, flux, weight, n)
-    return (weights @ templates) * polynomial, weights, coefficients
+    return (weights @ templates) * polynomial, weights
 
 
 def fit_continuum(flux, ivar, use, library: TemplateLibrary, start=None):
@@ -277,12 +280,10 @@ def fit_continuum(flux, ivar, use, library: TemplateLibrary, start=None):
     continuum_rchi2, stellar_velocity_at_edge, stellar_sigma_at_edge, all ()."""
     weight = jnp.where(use, ivar, 0.0)
     velocity, sigma, velocity_at_edge, sigma_at_edge = _grid_search(flux, weight, library, start)
-    model, weights, coefficients = _final_fit(flux, weight, library, velocity, sigma)
+    model, weights = _final_fit(flux, weight, library, velocity, sigma)
     chi2 = jnp.sum(weight * (flux - model) ** 2)
     dof = jnp.sum(weight > 0) - jnp.sum(weights > 0) - MULTIPLICATIVE_DEGREE - 2
     return {"continuum": model, "template_weights": weights, "stellar_velocity": velocity, "stellar_sigma": sigma,
             "continuum_rchi2": jnp.where(dof > 0, chi2 / jnp.maximum(dof, 1), jnp.nan),
             "stellar_velocity_at_edge": velocity_at_edge, "stellar_sigma_at_edge": sigma_at_edge}
 
-
-fit_continuum_batch = jax.jit(jax.vmap(fit_continuum, in_axes=(0, 0, 0, None)))

@@ -16,7 +16,7 @@ Broad Balmer lines (type-1 AGN): the fit is repeated with a broad Gaussian at Hb
 at Halpha (BROAD_SIGMAS); a broad Halpha detected at S/N > BROAD_SNR_MIN that lowers chi^2 by
 more than BROAD_DELTA_CHI2_MIN sets `broad_balmer`.
 
-All functions are jittable; `measure_lines_batch` vmaps over spectra.
+All functions are jittable and written for one spectrum; `fit.fit_batch` vmaps them.
 """
 
 from __future__ import annotations
@@ -258,5 +258,3 @@ def meets_snr(line_snr):
     cols = jnp.asarray([LINE_NAMES.index(name) for name in REQUIRED_LINES])
     return jnp.all(line_snr[..., cols] > SNR_MIN, axis=-1)
 
-
-measure_lines_batch = jax.jit(jax.vmap(measure_lines))  # (B, 2208) x2 -> dict of (B, ...)
