@@ -2,10 +2,12 @@
 conversion of weight files (docs/model.md#weight-files) into such a checkpoint.
 
 Layout (an Orbax composite checkpoint): items `ddm` and `regressor` (params trees) and
-`metadata` (JSON: the two configs, the sources with SHA-256, the converter version).
-Saving writes to a temporary sibling directory and renames it when complete, so a failed
-or interrupted save never leaves a checkpoint that looks whole. Loading needs neither
-TensorFlow nor PyTorch.
+`metadata` (JSON: the two configs, the sources with SHA-256, the converter version, and
+optionally `expects`, what the networks expect of their input, e.g. {"needs_mass": false});
+beside them, optionally, `trust.npz`: the trust calibration (docs/trust.md), added or replaced
+on its own by `attach_trust`. Saving writes to a temporary sibling directory and renames it when
+complete, so a failed or interrupted save never leaves a checkpoint that looks whole. Loading
+needs neither TensorFlow nor PyTorch.
 """
 
 from __future__ import annotations
@@ -23,24 +25,54 @@ import orbax.checkpoint as ocp
 from ddm_jax import __version__
 from ddm_jax.config import DDMConfig, RegressorConfig, config_from_dict, config_to_dict
 from ddm_jax.errors import DDMError
+from ddm_jax.io import load_npz, save_npz_atomic
 from ddm_jax.models import DDM, LineRatioRegressor, abstract_params
+from ddm_jax.trust import TrustCalibration, params_sha256
 
 DEFAULT_CHECKPOINT = Path("weights") / "ddm-jax-checkpoint"
 FORMAT_VERSION = 1
+TRUST_FILE = "trust.npz"
+EXPECTS_KEYS = {"needs_mass": bool, "grid": str, "normalisation": str, "trained_on": str, "line_snr_min": float}
 
 
 def _checkpointer() -> ocp.Checkpointer:
     return ocp.Checkpointer(ocp.CompositeCheckpointHandler())
 
 
-def save_checkpoint(path, ddm_params, regressor_params, metadata: dict, overwrite: bool = False) -> Path:
-    """Write the checkpoint atomically; `metadata` must hold 'ddm_config' and 'regressor_config' dicts."""
+def _check_expects(expects) -> None:
+    if not isinstance(expects, dict):
+        raise DDMError(f"metadata 'expects' must be a dict, got {expects!r:.80}")
+    for key, value in expects.items():
+        if key not in EXPECTS_KEYS or not isinstance(value, EXPECTS_KEYS[key]):
+            raise DDMError(f"metadata 'expects' has an unknown key or a wrong type: {key}={value!r:.80} "
+                           f"(known: {', '.join(f'{k} ({t.__name__})' for k, t in EXPECTS_KEYS.items())})")
+
+
+def _check_trust(calibration: TrustCalibration, ddm_params, where) -> None:
+    """A DDMError unless the calibration was fitted for exactly these DDM params."""
+    if str(calibration.ddm_sha256) != params_sha256(ddm_params):
+        raise DDMError(f"{where}: the trust calibration was fitted for other DDM params; calibrate this "
+                       "checkpoint again (ddm-jax calibrate)")
+
+
+def _write_trust(path: Path, calibration: TrustCalibration) -> Path:
+    return save_npz_atomic(path / TRUST_FILE, {name: np.asarray(value) for name, value in zip(calibration._fields,
+                                                                                                calibration)})
+
+
+def save_checkpoint(path, ddm_params, regressor_params, metadata: dict, overwrite: bool = False,
+                    trust: TrustCalibration | None = None) -> Path:
+    """Write the checkpoint atomically; `metadata` must hold 'ddm_config' and 'regressor_config' dicts
+    (and may hold 'expects'); `trust` is saved with it (docs/trust.md)."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise DDMError(f"{path} already exists (pass --overwrite to replace it)")
     for key in ("ddm_config", "regressor_config"):
         if key not in metadata:
             raise ValueError(f"metadata needs {key!r}")
+    _check_expects(metadata.get("expects", {}))
+    if trust is not None:
+        _check_trust(trust, ddm_params, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Orbax's own temporaries land inside the staging folder too, so one rmtree cleans any failure.
     staging = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"
@@ -53,6 +85,8 @@ def save_checkpoint(path, ddm_params, regressor_params, metadata: dict, overwrit
             regressor=ocp.args.StandardSave(to_numpy(regressor_params)),
             metadata=ocp.args.JsonSave({"format_version": FORMAT_VERSION, **metadata}),
         ))
+        if trust is not None:
+            _write_trust(tmp, trust)
         if path.exists():  # --overwrite: the old checkpoint goes only once the new one is whole
             os.replace(path, staging / "old")
         os.replace(tmp, path)
@@ -92,6 +126,27 @@ def load_checkpoint(path):
     except Exception as err:
         raise DDMError(f"{path}: cannot restore the params: {str(err).splitlines()[0]}") from err
     return restored.ddm, restored.regressor, metadata
+
+
+def load_trust(path, ddm_params=None) -> TrustCalibration | None:
+    """The checkpoint's trust calibration, or None if it has none; checked against `ddm_params` if given."""
+    file = Path(path) / TRUST_FILE
+    if not file.is_file():
+        return None
+    arrays = load_npz(file, "trust calibration", TrustCalibration._fields)
+    calibration = TrustCalibration(**{name: arrays[name] for name in TrustCalibration._fields})
+    if ddm_params is not None:
+        _check_trust(calibration, ddm_params, path)
+    return calibration
+
+
+def attach_trust(path, calibration: TrustCalibration) -> Path:
+    """Add or replace the trust calibration of an existing checkpoint, atomically (a failed write
+    leaves the previous calibration as it was)."""
+    path = Path(path)
+    ddm_params, _, _ = load_checkpoint(path)
+    _check_trust(calibration, ddm_params, path)
+    return _write_trust(path, calibration)
 
 
 def convert_to_checkpoint(weight_files, output, preset: str = "auto", overwrite: bool = False):

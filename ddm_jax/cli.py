@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ddm_jax.errors import DDMError
 
-COMMANDS = ("convert", "decompose", "merge", "example", "prepare", "train", "plot", "demo")
+COMMANDS = ("convert", "decompose", "calibrate", "merge", "example", "prepare", "train", "evaluate", "plot", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,39 +20,70 @@ import numpy as np
 from jax import lax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from ddm_jax import bpt
+from ddm_jax import bpt, trust
 from ddm_jax.batching import BATCH_AXIS, batch_ranges, device_mesh, pad_rows, pipelined
 from ddm_jax.config import DDMConfig, RegressorConfig, config_from_dict, config_to_dict
 from ddm_jax.constants import NII_HA, OIII_HB, norm_window_slice, wavelength_grid
 from ddm_jax.errors import DDMError
 from ddm_jax.models import COMPUTE_DTYPES, DDM, LineRatioRegressor
 from ddm_jax.preprocess import center_batch, normalize_batch
+from ddm_jax.trust import TRUST_KEYS, TrustCalibration, normalised_ivar, scoring_arrays, validate_ivar
 
-# The output contract of `decompose` (and of OUT.npz, with `wavelength`), in order.
+# The output contract of `decompose` (and of OUT.npz, with `wavelength`), in order, then the
+# trust outputs `trust.TRUST_KEYS` (docs/trust.md).
 # line_ratios (B, 3, 8) and bpt_class (B, 3): axis 1 is (composite, SF part, AGN part).
 OUTPUT_KEYS = ("sf_spectrum", "agn_spectrum", "p_sf", "p_agn", "p_total", "sf_fraction",
                "residual", "line_ratios", "bpt_class")
 DEFAULT_BATCH_SIZE = 256
 
 
-@partial(jax.jit, static_argnames=("ddm", "regressor", "normalize", "bpt_scheme"))
-def decompose_batch(ddm_params, regressor_params, spectra, mass, *, ddm: DDM, regressor: LineRatioRegressor,
-                    normalize: bool = True, bpt_scheme: str = "standard") -> dict:
-    """The whole pipeline on one batch: spectra (B, n_bins), mass (B,) -> dict of OUTPUT_KEYS arrays
-    (docs/model.md#preprocessing, #post-processing, #bpt-classification)."""
-    x = normalize_batch(spectra, mass) if normalize else spectra
-    out = ddm.apply({"params": ddm_params}, x)
+def _ddm_pass(ddm_params, x, ddm: DDM):
+    """The DDM on normalised inputs: (outputs, sf_fraction, residual, trunk features)."""
+    out, state = ddm.apply({"params": ddm_params}, x, mutable=["intermediates"])
     sf_fraction = jnp.clip(out.p_sf, 0.0, 1.0)
     w = sf_fraction[:, None]
     residual = w * out.sf_spectrum + (1.0 - w) * out.agn_spectrum - x
+    return out, sf_fraction, residual, state["intermediates"]["features"][0]
+
+
+def _finite_rows(*arrays):
+    """(B,) True where every value of a row of every array is finite."""
+    return jnp.stack([jnp.isfinite(a.reshape(a.shape[0], -1)).all(axis=1) for a in arrays]).all(axis=0)
+
+
+@partial(jax.jit, static_argnames=("ddm",))
+def ddm_views(ddm_params, spectra, mass, ivar, *, ddm: DDM):
+    """What the trust calibration reads, on raw spectra: x_n, trunk features, residual, finite
+    DDM outputs (B,) and ivar in normalised units (None without ivar)."""
+    x = normalize_batch(spectra, mass)
+    out, _, residual, features = _ddm_pass(ddm_params, x, ddm)
+    ivar_n = None if ivar is None else normalised_ivar(spectra, mass, ivar)
+    return x, features, residual, _finite_rows(*out), ivar_n
+
+
+@partial(jax.jit, static_argnames=("ddm", "regressor", "normalize", "bpt_scheme"))
+def decompose_batch(ddm_params, regressor_params, spectra, mass, trust_arrays=None, ivar=None, *, ddm: DDM,
+                    regressor: LineRatioRegressor, normalize: bool = True, bpt_scheme: str = "standard") -> dict:
+    """The whole pipeline on one batch: spectra (B, n_bins), mass (B,) -> dict of OUTPUT_KEYS and
+    TRUST_KEYS arrays (docs/model.md#preprocessing, #post-processing, #bpt-classification; docs/trust.md).
+
+    trust_arrays: `trust.scoring_arrays` of the checkpoint's calibration, or None; ivar (B, n_bins):
+    the spectra's inverse variance (already in normalised units with `normalize=False`), or None.
+    """
+    x = normalize_batch(spectra, mass) if normalize else spectra
+    out, sf_fraction, residual, features = _ddm_pass(ddm_params, x, ddm)
     parts = jnp.stack([x, out.sf_spectrum, out.agn_spectrum], axis=1)  # (B, 3, n_bins)
     batch = parts.shape[0]
     ratios = regressor.apply({"params": regressor_params}, center_batch(parts.reshape(3 * batch, -1)))
     line_ratios = ratios.reshape(batch, 3, -1)
     bpt_class = bpt.classify_nii(line_ratios[..., NII_HA], line_ratios[..., OIII_HB], bpt_scheme)
+    ivar_n = ivar if ivar is None or not normalize else normalised_ivar(spectra, mass, ivar)
+    snr = None if ivar is None or not normalize else trust.continuum_snr(spectra, ivar)
+    finite = _finite_rows(*out, line_ratios)
     return {"sf_spectrum": out.sf_spectrum, "agn_spectrum": out.agn_spectrum, "p_sf": out.p_sf,
             "p_agn": out.p_agn, "p_total": out.p_total, "sf_fraction": sf_fraction,
-            "residual": residual, "line_ratios": line_ratios, "bpt_class": bpt_class}
+            "residual": residual, "line_ratios": line_ratios, "bpt_class": bpt_class,
+            **trust.score(trust_arrays, x, features, residual, finite, ivar_n, snr)}
 
 
 # Monte-Carlo dropout outputs (`samples` > 0): standard deviations over the dropout passes.
@@ -138,7 +169,7 @@ class Decomposer:
     def __init__(self, ddm_params, regressor_params, ddm_config: DDMConfig = DDMConfig(),
                  regressor_config: RegressorConfig = RegressorConfig(), bpt_scheme: str = "standard",
                  batch_size: int = DEFAULT_BATCH_SIZE, samples: int = 0, seed: int = 0,
-                 precision: str = "float32"):
+                 precision: str = "float32", trust: TrustCalibration | None = None, needs_mass: bool = True):
         if bpt_scheme not in bpt.SCHEMES:
             raise DDMError(f"unknown BPT scheme {bpt_scheme!r}; choose one of {bpt.SCHEMES}")
         if batch_size < 1:
@@ -152,37 +183,45 @@ class Decomposer:
         mesh = device_mesh()
         self.n_devices = mesh.size
         self.batch_sharding = NamedSharding(mesh, PartitionSpec(BATCH_AXIS))
-        self.ddm_params, self.regressor_params = jax.device_put(
-            (ddm_params, regressor_params), NamedSharding(mesh, PartitionSpec()))
+        self.ddm_params, self.regressor_params, self.trust_arrays = jax.device_put(
+            (ddm_params, regressor_params, None if trust is None else scoring_arrays(trust)),
+            NamedSharding(mesh, PartitionSpec()))
         dtype = COMPUTE_DTYPES[precision]  # params stay float32; bf16 casts the computation only
         self.ddm, self.regressor = DDM(ddm_config, dtype=dtype), LineRatioRegressor(regressor_config, dtype=dtype)
         self.bpt_scheme, self.batch_size, self.precision = bpt_scheme, batch_size, precision
         self.samples, self.seed = samples, seed
+        self.trust, self.needs_mass = trust, needs_mass  # needs_mass False: a missing mass means ones
         self.wavelength = wavelength_grid(ddm_config.n_bins)
 
     @classmethod
     def from_checkpoint(cls, path, **kwargs) -> Decomposer:
-        from ddm_jax.checkpoint import load_checkpoint  # keeps orbax off the import path of pure users
+        """The checkpoint's params, configs, trust calibration (if any) and what it expects (`needs_mass`)."""
+        from ddm_jax.checkpoint import load_checkpoint, load_trust  # keeps orbax off the import path of pure users
 
         ddm_params, regressor_params, metadata = load_checkpoint(path)
         return cls(ddm_params, regressor_params, config_from_dict(DDMConfig, metadata["ddm_config"]),
-                   config_from_dict(RegressorConfig, metadata["regressor_config"]), **kwargs)
+                   config_from_dict(RegressorConfig, metadata["regressor_config"]),
+                   trust=load_trust(path, ddm_params), needs_mass=metadata.get("expects", {}).get("needs_mass", True),
+                   **kwargs)
 
     def padded_batch(self, rows: int) -> int:
         """`rows` rounded up to a multiple of the device count."""
         return -(-rows // self.n_devices) * self.n_devices
 
-    def launch(self, spectra: np.ndarray, mass: np.ndarray | None, normalize: bool, size: int, first_row: int = 0):
+    def launch(self, spectra: np.ndarray, mass: np.ndarray | None, normalize: bool, size: int, first_row: int = 0,
+               ivar: np.ndarray | None = None):
         """Start one batch (padded to `size` rows by repeating the last) without waiting for it.
 
         `first_row` (the batch's first row in the whole input) seeds its dropout masks, so that a
         resumed Monte-Carlo run reproduces an uninterrupted one.
         """
         mass = np.ones(spectra.shape[0], np.float32) if mass is None else np.asarray(mass).reshape(-1)
-        spectra, mass = jax.device_put((pad_rows(np.asarray(spectra, np.float32), size),
-                                        pad_rows(np.asarray(mass, np.float32), size)), self.batch_sharding)
-        out = decompose_batch(self.ddm_params, self.regressor_params, spectra, mass, ddm=self.ddm,
-                              regressor=self.regressor, normalize=normalize, bpt_scheme=self.bpt_scheme)
+        spectra, mass, ivar = jax.device_put(
+            tuple(None if a is None else pad_rows(np.asarray(a, np.float32), size) for a in (spectra, mass, ivar)),
+            self.batch_sharding)
+        out = decompose_batch(self.ddm_params, self.regressor_params, spectra, mass, self.trust_arrays, ivar,
+                              ddm=self.ddm, regressor=self.regressor, normalize=normalize,
+                              bpt_scheme=self.bpt_scheme)
         if self.samples:
             key = jax.random.fold_in(jax.random.PRNGKey(self.seed), first_row)
             out.update(dropout_std(self.ddm_params, spectra, mass, key, ddm=self.ddm, normalize=normalize,
@@ -199,36 +238,48 @@ class Decomposer:
         n_bins = self.ddm.config.n_bins
         shapes = jax.eval_shape(partial(decompose_batch, ddm=self.ddm, regressor=self.regressor,
                                         bpt_scheme=self.bpt_scheme), self.ddm_params, self.regressor_params,
-                                jax.ShapeDtypeStruct((1, n_bins), np.float32), jax.ShapeDtypeStruct((1,), np.float32))
+                                jax.ShapeDtypeStruct((1, n_bins), np.float32), jax.ShapeDtypeStruct((1,), np.float32),
+                                self.trust_arrays)
         specs = {key: (value.shape[1:], np.dtype(value.dtype)) for key, value in shapes.items()}
         if self.samples:
             specs.update({std: specs[std[:-len("_std")]] for std in STD_KEYS})
         return specs
 
     def describe(self) -> dict:
-        """What determines the outputs: configs, BPT scheme and a digest of the params."""
+        """What determines the outputs: configs, BPT scheme and a digest of the params and trust calibration."""
         digest = hashlib.sha256()
-        for leaf in jax.tree.leaves((self.ddm_params, self.regressor_params)):
+        for leaf in jax.tree.leaves((self.ddm_params, self.regressor_params, self.trust_arrays)):
             digest.update(np.asarray(leaf).tobytes())
         return {"ddm_config": config_to_dict(self.ddm.config),
                 "regressor_config": config_to_dict(self.regressor.config), "bpt_scheme": self.bpt_scheme,
                 "params_sha256": digest.hexdigest(),
                 "mc_dropout": {"samples": self.samples, "seed": self.seed}, "precision": self.precision}
 
+    def default_mass(self, mass, rows: int, normalize: bool):
+        """`mass`, or ones where it is missing and the checkpoint expects no mass (`needs_mass` False)."""
+        return np.ones(rows, np.float32) if mass is None and normalize and not self.needs_mass else mass
+
     def __call__(self, spectra, mass=None, normalize: bool = True,
-                 progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
-        """Decompose spectra (B, n_bins) or (n_bins,): a dict of NumPy arrays with B rows
-        (OUTPUT_KEYS, and STD_KEYS with Monte-Carlo dropout).
+                 progress: Callable[[int, int], None] | None = None, ivar=None) -> dict[str, np.ndarray]:
+        """Decompose spectra (B, n_bins) or (n_bins,), with optional inverse variances `ivar` of the
+        same shape: a dict of NumPy arrays with B rows (OUTPUT_KEYS, TRUST_KEYS, and STD_KEYS with
+        Monte-Carlo dropout).
 
         Batches are padded to a fixed size so that one compilation serves all; the next batch is
         dispatched before the previous one's results are fetched.
         """
-        spectra, mass = validate_inputs(spectra, mass, self.ddm.config.n_bins, normalize)
+        n_rows = np.shape(spectra)[0] if np.ndim(spectra) == 2 else 1
+        spectra, mass = validate_inputs(spectra, self.default_mass(mass, n_rows, normalize), self.ddm.config.n_bins,
+                                        normalize)
         count = spectra.shape[0]
+        if ivar is not None:
+            ivar = validate_ivar(ivar, count, self.ddm.config.n_bins)
         chunk = self.padded_batch(min(self.batch_size, 1 << (count - 1).bit_length()))  # a batch of 1 stays small
 
         def launch(rows):
-            return self.launch(spectra[rows[0]:rows[1]], mass[rows[0]:rows[1]], normalize, chunk, first_row=rows[0])
+            lo, hi = rows
+            return self.launch(spectra[lo:hi], mass[lo:hi], normalize, chunk, first_row=lo,
+                               ivar=None if ivar is None else ivar[lo:hi])
 
         def collect(rows, launched):
             return self.collect(launched, rows[1] - rows[0])
@@ -238,5 +289,5 @@ class Decomposer:
             results.append(result)
             if progress is not None:
                 progress(stop, count)
-        keys = OUTPUT_KEYS + (STD_KEYS if self.samples else ())
+        keys = OUTPUT_KEYS + TRUST_KEYS + (STD_KEYS if self.samples else ())
         return {key: np.concatenate([r[key] for r in results]) for key in keys}

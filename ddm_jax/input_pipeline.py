@@ -33,19 +33,33 @@ _WINDOW = norm_window_slice(N_BINS)
 
 
 class SpectralLibrary(NamedTuple):
-    """SF and AGN spectra at unit window median, with optional true line quantities (N, 8)."""
+    """SF and AGN spectra at unit window median, with optional true line quantities (N, 8) and
+    inverse variances (N, n_bins) on the same scale (used to calibrate `trust`, not to train)."""
 
     sf: jax.Array  # (N_sf, n_bins)
     agn: jax.Array  # (N_agn, n_bins)
     sf_lines: jax.Array | None = None
     agn_lines: jax.Array | None = None
+    sf_ivar: jax.Array | None = None
+    agn_ivar: jax.Array | None = None
 
     @property
     def has_lines(self) -> bool:
         return self.sf_lines is not None and self.agn_lines is not None
 
+    @property
+    def has_ivar(self) -> bool:
+        return self.sf_ivar is not None and self.agn_ivar is not None
 
-def _check_spectra(name: str, spectra) -> np.ndarray:
+    def rows(self, sf_rows: slice, agn_rows: slice) -> SpectralLibrary:
+        """The library of the chosen SF and AGN rows (e.g. a training / held-out split)."""
+        pick = {"sf": sf_rows, "agn": agn_rows}
+        return SpectralLibrary(**{field: None if value is None else value[pick[field.split("_")[0]]]
+                                  for field, value in self._asdict().items()})
+
+
+def _check_spectra(name: str, spectra) -> tuple[np.ndarray, np.ndarray]:
+    """(spectra scaled to unit window median, the medians divided by)."""
     spectra = np.asarray(spectra, dtype=np.float32)
     if spectra.ndim != 2 or spectra.shape[1] != N_BINS:
         raise DDMError(f"{name} spectra must have shape (N, {N_BINS}) on the rest-frame grid, got {spectra.shape}")
@@ -58,7 +72,19 @@ def _check_spectra(name: str, spectra) -> np.ndarray:
     if (medians <= 0).any():
         raise DDMError(f"{name} spectra {np.flatnonzero(medians <= 0)[:5].tolist()} have a non-positive "
                        "median flux in 4000-7000 A: cannot put them on a common scale")
-    return spectra / medians[:, None]
+    return spectra / medians[:, None], medians
+
+
+def _check_ivar(name: str, ivar, medians: np.ndarray) -> np.ndarray | None:
+    """Inverse variances (N, n_bins) moved to the unit-median scale of their spectra."""
+    if ivar is None:
+        return None
+    ivar = np.asarray(ivar, dtype=np.float32)
+    if ivar.shape != (len(medians), N_BINS):
+        raise DDMError(f"{name} ivar must have shape ({len(medians)}, {N_BINS}), got {ivar.shape}")
+    if not np.isfinite(ivar).all() or (ivar < 0).any():
+        raise DDMError(f"{name} ivar must be finite and >= 0")
+    return ivar * medians[:, None] ** 2
 
 
 def _check_lines(name: str, lines, n: int) -> np.ndarray | None:
@@ -76,19 +102,24 @@ def _as_jax(array):
     return None if array is None else jnp.asarray(array)
 
 
-def library_from_arrays(sf, agn, sf_lines=None, agn_lines=None) -> SpectralLibrary:
+def library_from_arrays(sf, agn, sf_lines=None, agn_lines=None, sf_ivar=None, agn_ivar=None) -> SpectralLibrary:
     """Validate user spectra (e.g. MaNGA spaxels) and scale each to unit window median."""
-    sf, agn = _check_spectra("SF", sf), _check_spectra("AGN", agn)
-    if (sf_lines is None) != (agn_lines is None):
-        raise DDMError("give line quantities for both the SF and the AGN spectra, or for neither")
+    (sf, sf_medians), (agn, agn_medians) = _check_spectra("SF", sf), _check_spectra("AGN", agn)
+    for what, pair in (("line quantities", (sf_lines, agn_lines)), ("ivar", (sf_ivar, agn_ivar))):
+        if (pair[0] is None) != (pair[1] is None):
+            raise DDMError(f"give {what} for both the SF and the AGN spectra, or for neither")
     return SpectralLibrary(jnp.asarray(sf), jnp.asarray(agn), _as_jax(_check_lines("SF", sf_lines, len(sf))),
-                           _as_jax(_check_lines("AGN", agn_lines, len(agn))))
+                           _as_jax(_check_lines("AGN", agn_lines, len(agn))),
+                           _as_jax(_check_ivar("SF", sf_ivar, sf_medians)),
+                           _as_jax(_check_ivar("AGN", agn_ivar, agn_medians)))
 
 
 def load_library(path) -> SpectralLibrary:
-    """A library from an .npz with `sf`, `agn` (N, 2208) and optional `sf_lines`, `agn_lines` (N, 8)."""
+    """A library from an .npz with `sf`, `agn` (N, 2208) and optional `sf_lines`, `agn_lines` (N, 8),
+    `sf_ivar`, `agn_ivar` (N, 2208)."""
     arrays = load_npz(path, f"spectral library (an .npz of 'sf' and 'agn' arrays (N, {N_BINS}))", ("sf", "agn"))
-    return library_from_arrays(arrays["sf"], arrays["agn"], arrays.get("sf_lines"), arrays.get("agn_lines"))
+    return library_from_arrays(arrays["sf"], arrays["agn"], arrays.get("sf_lines"), arrays.get("agn_lines"),
+                               arrays.get("sf_ivar"), arrays.get("agn_ivar"))
 
 
 def synthetic_library(seed: int = 0, n_sf: int = 2048, n_agn: int = 2048, snr: float = 30.0,
@@ -100,6 +131,24 @@ def synthetic_library(seed: int = 0, n_sf: int = 2048, n_agn: int = 2048, snr: f
     sf, sf_lines = synthetic.sf_spectra(sf_key, n_sf, snr, spread)
     agn, agn_lines = synthetic.agn_spectra(agn_key, n_agn, snr, spread=spread)
     return library_from_arrays(sf, agn, sf_lines, agn_lines)
+
+
+def realistic_library(seed: int = 0, n_sf: int = 2048, n_agn: int = 2048, seyfert_fraction: float = 0.5,
+                      chunk: int = 512) -> SpectralLibrary:
+    """A library of realistic spectra (`ddm_jax.realistic`, with ivar), a pure function of its
+    arguments; generated in chunks of `chunk` spectra to bound memory."""
+    from ddm_jax import realistic  # its tables load on first use only
+
+    sf_key, agn_key = jax.random.split(jax.random.PRNGKey(seed))
+
+    def in_chunks(key, n, make):
+        keys = jax.random.split(key, -(-n // chunk))
+        parts = [make(k, min(chunk, n - i * chunk)) for i, k in enumerate(keys)]
+        return [np.concatenate([np.asarray(field) for field in fields]) for fields in zip(*parts)]
+
+    sf, sf_ivar, sf_lines, _ = in_chunks(sf_key, n_sf, lambda k, n: realistic.galaxies(k, n, "sf"))
+    agn, agn_ivar, agn_lines, _ = in_chunks(agn_key, n_agn, lambda k, n: realistic.agn_galaxies(k, n, seyfert_fraction))
+    return library_from_arrays(sf, agn, sf_lines, agn_lines, sf_ivar, agn_ivar)
 
 
 def library_fingerprint(library: SpectralLibrary) -> str:

@@ -145,6 +145,8 @@ class DDM(nn.Module):
         h = h.reshape(h.shape[0], -1)  # (length, channels) order, as Keras Flatten
         for i, (units, rate) in enumerate(zip(cfg.trunk_units, cfg.trunk_dropout), start=1):
             h = nn.Dropout(rate, deterministic=deterministic)(act(dense(units, name=f"dense_{i}")(h)))
+        # The trunk features, for the trust scores (ddm_jax.trust); kept only with mutable=["intermediates"].
+        self.sow("intermediates", "features", _as_float32(self.dtype, h))
 
         def branch(name):
             hidden = act(dense(cfg.branch_units, name=f"{name}_dense")(h))

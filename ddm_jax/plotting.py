@@ -184,6 +184,33 @@ def fraction_figure(data: dict[str, np.ndarray], out: dict[str, np.ndarray]):
     return figure
 
 
+def evaluation_figure(arrays: dict[str, np.ndarray]) -> Figure:
+    """`evaluate`'s figure: recovered against true SF fraction of synthetic and real composites, and
+    the composite line ratios against the measured ones on real spectra (gated ones filled)."""
+    figure = _new_figure((14, 4.6))
+    fraction, *ratios = figure.subplots(1, 3)
+    fraction.plot([0, 1], [0, 1], "k--", lw=1)
+    fraction.scatter(arrays["synthetic_true_sf_fraction"], arrays["synthetic_sf_fraction"], s=6, alpha=0.5,
+                     color="tab:blue", label="held-out synthetic composite")
+    fraction.scatter(arrays["real_composite_true_sf_fraction"], arrays["real_composite_sf_fraction"], s=24,
+                     marker="D", color="tab:red", label="real composite")
+    fraction.set(xlim=(0, 1), ylim=(-0.02, 1.02), xlabel="true SF fraction", ylabel="recovered SF fraction",
+                 title="SF fraction")
+    fraction.legend(loc="upper left", fontsize=8)
+    gated = arrays["real_passes_gate"].astype(bool)
+    for ax, k, label in zip(ratios, (0, 1), ("log [NII]6584/Halpha", "log [OIII]5007/Hbeta")):
+        measured = arrays["real_ratio_measured"][:, k]
+        x, y = arrays["real_measured_ratios"][:, k], arrays["real_predicted_ratios"][:, k]
+        ax.plot([-1.5, 1.5], [-1.5, 1.5], "k--", lw=1)
+        ax.scatter(x[measured & gated], y[measured & gated], color="tab:green", label="passes the gate")
+        ax.scatter(x[measured & ~gated], y[measured & ~gated], facecolors="none", edgecolors="tab:gray",
+                   label="fails the gate")
+        ax.set(xlim=(-1.5, 1.5), ylim=(-1.5, 1.5), xlabel=f"measured {label}", ylabel=f"CNN composite {label}",
+               title=f"real spectra: {label}")
+        ax.legend(loc="upper left", fontsize=8)
+    return figure
+
+
 PREPARED_WINDOWS = ((4800.0, 5060.0), (6250.0, 6340.0), (6470.0, 6790.0))  # the line fit's, Angstrom
 
 

@@ -28,6 +28,7 @@ from ddm_jax.batching import batch_ranges, pipelined, prefetched
 from ddm_jax.errors import DDMError
 from ddm_jax.inference import Decomposer, validate_inputs
 from ddm_jax.io import NpyArray, NpyWriter, RowSource, changed_settings, save_npz_atomic, write_json_atomic
+from ddm_jax.trust import validate_ivar
 
 MANIFEST, JOB, DONE = "manifest.json", "job.json", "done.json"
 MERGE_BLOCK = 8192  # rows copied at a time when merging shares
@@ -43,15 +44,15 @@ def default_output(spectra) -> Path:
 
 
 def decompose_files(decomposer: Decomposer, spectra, mass=None, output=None, normalize: bool = True,
-                    resume: bool = False, share: tuple[int, int] = (0, 1), progress=None) -> Path:
-    """The `decompose` command: spectra (an .npy, a folder of .npy chunks or a PREPARED.npz) and
-    masses (an .npy or folder, or None) into `output`; returns the path written.
+                    resume: bool = False, share: tuple[int, int] = (0, 1), progress=None, ivar=None) -> Path:
+    """The `decompose` command: spectra (an .npy, a folder of .npy chunks or a PREPARED.npz),
+    masses and inverse variances (each an .npy or folder, or None) into `output`; returns the path written.
 
     An output ending in `.npz` (the default, beside the input) is computed in memory and written
     at once; any other name is a folder filled chunk by chunk (`decompose_to_folder`), the
     only mode for several processes (`share` = (index, count); each writes OUT.shareIofN).
     A PREPARED.npz carries its ids, spaxel positions, gate verdicts and measured line ratios into
-    the output.
+    the output, and its ivar into the trust outputs (docs/trust.md).
     """
     output = Path(output) if output is not None else default_output(spectra)
     prepared = Path(spectra).suffix == ".npz"
@@ -60,27 +61,31 @@ def decompose_files(decomposer: Decomposer, spectra, mass=None, output=None, nor
         raise DDMError("a PREPARED.npz is decomposed in memory: write an .npz output (-o OUT.npz)")
     if in_memory and resume:
         raise DDMError("--resume works with a folder output (-o DIR), not with an .npz file")
+    if prepared and ivar is not None:
+        raise DDMError("a PREPARED.npz carries its own ivar; drop --ivar")
     mass = None if mass is None else RowSource(mass, "mass", None)
     n_bins = decomposer.ddm.config.n_bins
+    ivar = None if ivar is None else RowSource(ivar, "ivar", n_bins)
     if not in_memory:
         if share[1] > 1:
             output = output.with_name(f"{output.name}.share{share[0]}of{share[1]}")
         return decompose_to_folder(decomposer, RowSource(spectra, "spectra", n_bins), mass, output,
                                    normalize=normalize, chunk_size=decomposer.batch_size, resume=resume,
-                                   share=share, progress=progress)
+                                   share=share, progress=progress, ivar=ivar)
     carried = {}
     if prepared:
         from ddm_jax.prepare.pipeline import load_prepared
 
         arrays = load_prepared(spectra)
-        flux = arrays["flux"]
+        flux, ivar_rows = arrays["flux"], arrays["ivar"]
         carried = {"ids": arrays["ids"], "position": arrays["position"], **{key: arrays[key] for key in GATE_KEYS},
                    **{f"measured_{key}": arrays[key] for key in MEASURED_KEYS if key in arrays}}
     else:
         source = RowSource(spectra, "spectra", n_bins)
         flux = source.read(0, source.rows)
+        ivar_rows = None if ivar is None else ivar.read(0, ivar.rows)
     result = decomposer(flux, None if mass is None else mass.read(0, mass.rows), normalize=normalize,
-                        progress=progress)
+                        progress=progress, ivar=ivar_rows)
     return save_npz_atomic(output, {"wavelength": decomposer.wavelength, **result, **carried})
 
 
@@ -94,17 +99,21 @@ def _output_specs(decomposer: Decomposer, rows: int) -> dict[str, tuple]:
     return {key: ((rows,) + shape, dtype) for key, (shape, dtype) in probe.items()}
 
 
-def validate_stream(spectra: RowSource, mass: RowSource | None, start: int, stop: int, chunk: int,
-                    n_bins: int, normalize: bool) -> None:
+def validate_stream(decomposer: Decomposer, spectra: RowSource, mass: RowSource | None, start: int, stop: int,
+                    chunk: int, normalize: bool, ivar: RowSource | None = None) -> None:
     """Check every input row before any work, a chunk at a time: errors name the row in the whole input."""
+    n_bins = decomposer.ddm.config.n_bins
     for lo, hi in batch_ranges(stop, chunk, start):
-        validate_inputs(spectra.read(lo, hi), None if mass is None else mass.read(lo, hi), n_bins, normalize,
-                        first_row=lo)
+        rows = decomposer.default_mass(None if mass is None else mass.read(lo, hi), hi - lo, normalize)
+        validate_inputs(spectra.read(lo, hi), rows, n_bins, normalize, first_row=lo)
+        if ivar is not None:
+            validate_ivar(ivar.read(lo, hi), hi - lo, n_bins, first_row=lo)
 
 
 def decompose_to_folder(decomposer: Decomposer, spectra: RowSource, mass: RowSource | None, output,
                         normalize: bool = True, chunk_size: int = 4096, resume: bool = False,
-                        share: tuple[int, int] = (0, 1), progress=None, stop_after_chunks: int | None = None) -> Path:
+                        share: tuple[int, int] = (0, 1), progress=None, stop_after_chunks: int | None = None,
+                        ivar: RowSource | None = None) -> Path:
     """Decompose rows of `share` (process index, count) into the folder `output`; returns its path.
 
     `stop_after_chunks` stops early (as an interruption would), for tests and partial runs.
@@ -115,10 +124,13 @@ def decompose_to_folder(decomposer: Decomposer, spectra: RowSource, mass: RowSou
         raise DDMError(f"{output} already exists; choose another output or remove it")
     if mass is not None and mass.rows != spectra.rows:
         raise DDMError(f"need one mass per spectrum: {spectra.rows} spectra, {mass.rows} masses")
+    if ivar is not None and ivar.rows != spectra.rows:
+        raise DDMError(f"need one ivar row per spectrum: {spectra.rows} spectra, {ivar.rows} ivar rows")
     start, stop = share_range(spectra.rows, *share)
     chunk = decomposer.padded_batch(chunk_size)
     job = {"spectra": spectra.fingerprint(), "mass": None if mass is None else mass.fingerprint(),
-           "normalize": normalize, "chunk": chunk, "share": list(share), "rows": [start, stop],
+           "ivar": None if ivar is None else ivar.fingerprint(), "normalize": normalize, "chunk": chunk,
+           "share": list(share), "rows": [start, stop],
            "total": spectra.rows,
            "decomposer": decomposer.describe()}
     job = json.loads(json.dumps(job))  # as it will read back from job.json (tuples become lists)
@@ -133,10 +145,10 @@ def decompose_to_folder(decomposer: Decomposer, spectra: RowSource, mass: RowSou
         done = set(json.loads((partial / DONE).read_text()))
         create = False
     else:
-        if mass is None and normalize:
+        if mass is None and normalize and decomposer.needs_mass:
             raise DDMError("a mass per spectrum (--mass) is needed to normalise; for spectra that are "
                            "already normalised pass --no-normalize")
-        validate_stream(spectra, mass, start, stop, chunk, decomposer.ddm.config.n_bins, normalize)
+        validate_stream(decomposer, spectra, mass, start, stop, chunk, normalize, ivar)
         partial.mkdir(parents=True)
         write_json_atomic(partial / DONE, [])
         np.save(partial / "wavelength.npy", decomposer.wavelength)
@@ -152,11 +164,11 @@ def decompose_to_folder(decomposer: Decomposer, spectra: RowSource, mass: RowSou
 
     def load(rows):  # on a thread, while the device computes the chunk before
         lo, hi = rows
-        return spectra.read(lo, hi), None if mass is None else mass.read(lo, hi)
+        return tuple(None if source is None else source.read(lo, hi) for source in (spectra, mass, ivar))
 
     def launch(loaded):
-        (lo, _), arrays = loaded
-        return decomposer.launch(*arrays, normalize, chunk, first_row=lo)  # asynchronous dispatch
+        (lo, _), (flux, masses, ivars) = loaded
+        return decomposer.launch(flux, masses, normalize, chunk, first_row=lo, ivar=ivars)  # asynchronous dispatch
 
     def collect(loaded, launched):
         (lo, hi), _ = loaded
@@ -194,10 +206,10 @@ def merge_folders(parts: list, output) -> Path:
         manifests.append((json.loads((part / MANIFEST).read_text()), part))
     manifests.sort(key=lambda m: m[0]["rows"][0])
     first = manifests[0][0]
-    same = ("spectra", "mass", "normalize", "decomposer", "total")
+    same = ("spectra", "mass", "ivar", "normalize", "decomposer", "total")
     expected_start = 0
     for manifest, part in manifests:
-        if any(manifest[k] != first[k] for k in same):
+        if any(manifest.get(k) != first.get(k) for k in same):
             raise DDMError(f"{part} comes from a different job (inputs or options differ)")
         if manifest["rows"][0] != expected_start:
             raise DDMError(f"shares do not join up: {part} starts at row {manifest['rows'][0]}, "
@@ -220,7 +232,7 @@ def merge_folders(parts: list, output) -> Path:
             for lo in range(0, source.rows, MERGE_BLOCK):
                 writer.write(manifest["rows"][0] + lo, source.read(lo, min(lo + MERGE_BLOCK, source.rows)))
         keys[key] = {"shape": list(shape), "dtype": spec["dtype"]}
-    merged = {**{k: first[k] for k in same}, "keys": keys, "rows": [0, total_rows],
+    merged = {**{k: first.get(k) for k in same}, "keys": keys, "rows": [0, total_rows],
               "merged_from": [str(p) for _, p in manifests], "ddm_jax_version": __version__}
     write_json_atomic(partial / MANIFEST, merged)
     os.replace(partial, output)

@@ -17,7 +17,8 @@ CONTRACT = {  # key: (shape with B for the batch, dtype)
     "agn_spectrum": (("B", 2208), np.float32), "p_sf": (("B",), np.float32), "p_agn": (("B",), np.float32),
     "p_total": (("B",), np.float32), "sf_fraction": (("B",), np.float32),
     "residual": (("B", 2208), np.float32), "line_ratios": (("B", 3, 8), np.float32),
-    "bpt_class": (("B", 3), np.int8),
+    "bpt_class": (("B", 3), np.int8), "reconstruction_chi2": (("B",), np.float32), "ood_score": (("B",), np.float32),
+    "trusted": (("B",), np.bool_),
 }
 
 

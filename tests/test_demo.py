@@ -1,4 +1,4 @@
-"""The demo on the tiny networks: metrics, figures, cache reuse, whole outputs, bad input.
+"""The demo on the tiny networks (realistic data): metrics, figures, cache reuse, whole outputs, bad input.
 
 The tiny recipe plans a handful of steps and gives each network 2 min of start-up, so the
 budget does not cut training short even on a loaded machine. No timing assertions.
@@ -12,15 +12,17 @@ import pytest
 
 from ddm_jax import demo
 from ddm_jax.cli import main
-from ddm_jax.demo import RECIPES, run_demo
+from ddm_jax.demo import run_demo
 from ddm_jax.errors import DDMError
 from ddm_jax.plotting import load_decomposition
+from ddm_jax.recipes import RECIPES
 
 BUDGET = 250.0  # tiny recipe: 8 DDM steps and 2 regressor steps, each network capped at 2 min
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-FIGURES = ("spectrum_0.png", "spectrum_1.png", "spectrum_2.png", "bpt.png", "sf_fraction.png")
-REQUIRED = ("sf_fraction_mae", "sf_spectrum_rmse", "agn_spectrum_rmse", "sf_bpt_accuracy", "agn_bpt_accuracy",
-            "training_seconds", "ddm_samples_per_second", "ddm_steps", "regressor_steps", "device")
+FIGURES = ("spectrum_0.png", "spectrum_1.png", "spectrum_2.png", "bpt.png", "sf_fraction.png", "evaluation.png")
+SYNTHETIC = ("sf_fraction_mae", "sf_spectrum_rmse", "agn_spectrum_rmse", "sf_bpt_accuracy", "agn_bpt_accuracy",
+             "residual_rms", "trusted_fraction")
+TRAINING = ("training_seconds", "ddm_samples_per_second", "ddm_steps", "regressor_steps")
 
 
 @pytest.fixture(scope="module")
@@ -34,13 +36,19 @@ def test_metrics_json_has_finite_values(first_run):
     root, metrics = first_run
     saved = json.loads((root / "out" / "metrics.json").read_text())
     assert saved == metrics
-    for key in REQUIRED:
-        assert key in saved, key
-    for key in REQUIRED[:-1]:
-        assert math.isfinite(saved[key]), key
-    assert 0 <= saved["sf_bpt_accuracy"] <= 1 and 0 <= saved["agn_bpt_accuracy"] <= 1
-    assert saved["training_completed"] and not saved["from_cache"]
-    assert saved["n_held_out"] == RECIPES["tiny"].held_out_size
+    for key in SYNTHETIC:
+        assert math.isfinite(saved["synthetic"][key]), key
+    for key in TRAINING:
+        assert math.isfinite(saved["training"][key]), key
+    synthetic = saved["synthetic"]
+    assert 0 <= synthetic["sf_bpt_accuracy"] <= 1 and 0 <= synthetic["agn_bpt_accuracy"] <= 1
+    assert saved["training"]["training_completed"] and not saved["training"]["from_cache"]
+    assert synthetic["n"] == RECIPES["tiny"].held_out_size
+    # the real sets are evaluated too: every committed real spectrum, composites with a known SF share
+    assert saved["real_spectra"]["n"] >= 10 and saved["real_composites"]["n"] >= 5
+    assert math.isfinite(saved["real_composites"]["mae"])
+    assert saved["trust"]["calibrated"] and set(saved["trust"]["ood_untrusted_by_kind"]) == {
+        "type1_agn", "stars", "sky", "low_snr"}
 
 
 def test_figures_are_pngs(first_run):
@@ -53,7 +61,7 @@ def test_decomposition_holds_the_truth(first_run):
     root, metrics = first_run
     out = load_decomposition(root / "out" / "decomposition.npz")
     mae = np.abs(out["sf_fraction"] - out["true_sf_fraction"]).mean()
-    np.testing.assert_allclose(mae, metrics["sf_fraction_mae"], rtol=1e-6)
+    np.testing.assert_allclose(mae, metrics["synthetic"]["sf_fraction_mae"], rtol=1e-6)
     assert out["true_sf_spectrum"].shape == out["sf_spectrum"].shape
 
 
@@ -71,9 +79,12 @@ def test_second_run_loads_from_the_cache(first_run, tmp_path, capsys):
     assert main(args) == 0
     assert "loaded from the cache" in capsys.readouterr().out
     again = json.loads((tmp_path / "again" / "metrics.json").read_text())
-    assert again["from_cache"] is True
-    for key in ("training_seconds", "ddm_steps", "regressor_steps", "sf_fraction_mae", "sf_bpt_accuracy"):
-        assert again[key] == pytest.approx(first[key], rel=1e-6), key
+    assert again["training"]["from_cache"] is True
+    for key in ("training_seconds", "ddm_steps", "regressor_steps"):
+        assert again["training"][key] == pytest.approx(first["training"][key], rel=1e-6), key
+    for key in ("sf_fraction_mae", "sf_bpt_accuracy", "trusted_fraction"):
+        assert again["synthetic"][key] == pytest.approx(first["synthetic"][key], rel=1e-6), key
+    assert again["real_composites"]["mae"] == pytest.approx(first["real_composites"]["mae"], rel=1e-6)
 
 
 def test_a_failed_run_writes_no_metrics(first_run, tmp_path, monkeypatch):
@@ -91,7 +102,7 @@ def test_a_failed_run_writes_no_metrics(first_run, tmp_path, monkeypatch):
 @pytest.mark.parametrize("kwargs, message", [
     ({"budget_seconds": 200.0}, "leaves no time to train"),
     ({"budget_seconds": -1.0}, "positive"),
-    ({"recipe": "huge"}, "unknown demo recipe"),
+    ({"recipe": "huge"}, "unknown recipe"),
 ])
 def test_bad_settings_are_ddm_errors(tmp_path, kwargs, message):
     settings = {"budget_seconds": BUDGET, "recipe": "tiny", **kwargs}

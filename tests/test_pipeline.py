@@ -7,7 +7,7 @@ import pytest
 from conftest import TINY_DDM_KERAS, TINY_REGRESSOR_KERAS, assert_parity, keras_reference, random_spectra
 from ddm_jax.config import DDMConfig, RegressorConfig
 from ddm_jax.errors import DDMError
-from ddm_jax.inference import OUTPUT_KEYS, Decomposer
+from ddm_jax.inference import OUTPUT_KEYS, TRUST_KEYS, Decomposer
 from ddm_jax_convert import convert_files
 
 WAVE = 3700.0 + 2.0 * np.arange(2208)
@@ -73,7 +73,7 @@ def test_decompose_matches_numpy_and_keras(tmp_path, preset):
     decomposer = Decomposer(ddm.params, regressor.params, ddm.config, regressor.config, batch_size=4)
     ours = decomposer(flux, mass)  # three batches, the last one padded
     reference = numpy_pipeline(keras_model, keras_ddm, keras_regressor, flux, mass)
-    assert list(ours) == list(OUTPUT_KEYS)
+    assert list(ours) == list(OUTPUT_KEYS + TRUST_KEYS)
     assert 0 < np.mean(reference["sf_fraction"] == 0) < 1 and 0 < np.mean(reference["sf_fraction"] == 1) < 1
     for key in OUTPUT_KEYS[:-1]:
         assert ours[key].dtype == np.float32

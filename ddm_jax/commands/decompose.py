@@ -15,7 +15,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("spectra", help=".npy array (B, 2208) or (2208,), a folder of .npy chunks "
                                         "(taken in name order), or a PREPARED.npz from `ddm-jax prepare`")
     parser.add_argument("--mass", help=".npy array (or folder of chunks) with one positive mass per "
-                                       "spectrum; needed unless --no-normalize")
+                                       "spectrum; needed unless --no-normalize or the checkpoint expects "
+                                       "no mass (metadata expects.needs_mass false: ones)")
+    parser.add_argument("--ivar", help=".npy array (or folder of chunks) (B, 2208): the spectra's inverse variance, "
+                                       "for reconstruction_chi2 (a PREPARED.npz carries its own); see docs/trust.md")
     parser.add_argument("--weights", default=str(DEFAULT_CHECKPOINT),
                         help=f"checkpoint directory made by `ddm-jax convert` (default: {DEFAULT_CHECKPOINT})")
     parser.add_argument("-o", "--output",
@@ -59,6 +62,9 @@ def run(args) -> int:
     decomposer = Decomposer.from_checkpoint(args.weights, bpt_scheme=args.bpt_scheme, batch_size=args.batch_size,
                                             samples=args.samples, seed=args.seed, precision=args.precision)
     written = decompose_files(decomposer, args.spectra, args.mass, args.output, normalize=not args.no_normalize,
-                              resume=args.resume, share=share, progress=Progress("decompose"))
+                              resume=args.resume, share=share, progress=Progress("decompose"), ivar=args.ivar)
     print(f"decomposed {args.spectra} -> {written}")
+    if decomposer.trust is None:
+        print(f"note: {args.weights} has no trust calibration: ood_score is NaN and trusted false for every "
+              "spectrum; add one with `ddm-jax calibrate CHECKPOINT --library LIB.npz` (docs/trust.md)")
     return 0

@@ -18,6 +18,12 @@ def add_parser(subparsers) -> None:
                     "command resumes an interrupted run. "
                     "The trained networks are exported as a checkpoint (RUN_DIR/model unless --output).")
     parser.add_argument("run_dir", help="run directory (created; reused to resume)")
+    parser.add_argument("--recipe", help="train by a named recipe (ddm_jax.recipes: realistic, realistic-hour, "
+                                         "formula, tiny): its data, networks, schedule and budget, a trust "
+                                         "calibration, RUN_DIR/model; excludes the options below but "
+                                         "--budget-seconds and --quiet")
+    parser.add_argument("--budget-seconds", type=float, help="with --recipe: its wall-clock budget (default the "
+                                                              "recipe's)")
     parser.add_argument("--library", help=".npz with 'sf' and 'agn' (N, 2208) spectra and optional "
                                           "'sf_lines', 'agn_lines' (N, 8) line quantities")
     parser.add_argument("--synthetic", type=int, default=2048, metavar="N",
@@ -68,8 +74,27 @@ def _train_configs(args) -> dict:
     return configs
 
 
+def run_recipe(args) -> int:
+    from ddm_jax.recipes import train_recipe
+
+    given = [option for option, value in (("--library", args.library), ("--init-from", args.init_from),
+                                          ("--config", args.config), ("--steps", args.steps),
+                                          ("--output", args.output)) if value is not None]
+    if given:
+        raise DDMError(f"--recipe fixes the data and the schedule: drop {', '.join(given)}")
+    trained = train_recipe(args.recipe, args.run_dir, args.budget_seconds, progress=not args.quiet)
+    if trained["model"] is None:
+        print("stopped early (budget); rerun the same command to continue")
+        return 0
+    print(f"checkpoint -> {trained['model']} (evaluate it: ddm-jax evaluate {trained['model']})")
+    return 0
+
+
 def run(args) -> int:
     from ddm_jax.input_pipeline import load_library, synthetic_library
+
+    if args.recipe:
+        return run_recipe(args)
     from ddm_jax.train import export_checkpoint, train_networks
 
     configs = _train_configs(args)

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import numpy as np
 from astropy.io import fits
 from scipy.interpolate import PchipInterpolator
 
-from ddm_jax.io import sha256_file
+from ddm_jax.io import save_npz_compressed_atomic, sha256_file
 
 OUTPUT = Path(__file__).resolve().parent / "templates_bc03.npz"
 MEMBER_DIR = "mangadap/data/spectral_templates/bc03_mpajhu/"
@@ -34,8 +32,6 @@ C_KMS = 299_792.458
 VELSCALE = 30.0  # km/s per pixel of the output grid
 WAVE_RANGE = (3500.0, 8500.0)  # vacuum Angstrom; the grid starts at 3500 and ends at the first pixel >= 8500
 NORM_WINDOW = (5300.0, 5700.0)  # vacuum Angstrom; each template has unit median flux here
-# Fixed zip-entry timestamps, so the same arrays give the same bytes (a checkable SHA-256).
-ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
 def air_to_vacuum(wave_air: np.ndarray) -> np.ndarray:
@@ -131,33 +127,13 @@ def build(wheel: Path) -> tuple[dict[str, np.ndarray], list[str]]:
     return arrays, [s[4] for s in ssps]
 
 
-def write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """A compressed .npz (as np.savez_compressed, but with fixed entry timestamps) written to a
-    temporary file in the same folder, then renamed: never a partial file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zf:
-            for key, value in arrays.items():
-                buffer = io.BytesIO()
-                np.lib.format.write_array(buffer, np.asarray(value), allow_pickle=False)
-                info = zipfile.ZipInfo(f"{key}.npy", date_time=ZIP_DATE)
-                info.compress_type = zipfile.ZIP_DEFLATED
-                info.external_attr = 0o644 << 16
-                zf.writestr(info, buffer.getvalue(), compresslevel=9)
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("wheel", type=Path, help="sdss_mangadap-4.5.0-py3-none-any.whl")
     parser.add_argument("--output", type=Path, default=OUTPUT, help=f"default: {OUTPUT}")
     args = parser.parse_args()
     arrays, members = build(args.wheel)
-    write_npz_atomic(args.output, arrays)
+    save_npz_compressed_atomic(args.output, arrays)
     wl = arrays["wavelength"]
     print(f"wheel {args.wheel.name} sha256 {sha256_file(args.wheel)}")
     print(f"read {len(members)} files {MEMBER_DIR}BC03_z*_a*.fits")
