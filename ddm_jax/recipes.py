@@ -108,7 +108,7 @@ class Recipe:
 
 RECIPES = {
     "realistic": Recipe(),
-    # About an hour on 2 cores: 4x the library, batches of 64, ~13x the demo's samples.
+    # About an hour on 2 cores: 4x the library, batches of 64, ~21x the demo's DDM samples.
     "realistic-hour": Recipe(budget_seconds=3600.0, library_size=8192, ddm_batch=64, regressor_batch=64,
                              ddm_optimizer=LONG_DDM_OPTIMIZER, regressor_optimizer=LONG_REGRESSOR_OPTIMIZER,
                              ddm_steps_per_second=2.0, regressor_steps_per_second=1.0, overhead_seconds=120.0),

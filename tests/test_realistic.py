@@ -83,8 +83,8 @@ def test_prepare_measures_the_true_ratios():
 
 
 def test_the_library_carries_ivar_on_the_unit_median_scale():
-    library = realistic_library(seed=2, n_sf=24, n_agn=20, chunk=16)
-    assert library.sf.shape == (24, N_BINS) and library.agn.shape == (20, N_BINS)
+    library = realistic_library(seed=2, n_sf=24, n_agn=24, chunk=12)  # two chunks, one compilation per kind
+    assert library.sf.shape == (24, N_BINS) and library.agn.shape == (24, N_BINS)
     assert library.has_lines and library.has_ivar
     np.testing.assert_allclose(np.median(np.asarray(library.sf)[:, WINDOW], axis=1), 1.0, rtol=1e-5)
     part = library.rows(slice(0, 4), slice(4, 6))
