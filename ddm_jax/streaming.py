@@ -77,16 +77,25 @@ def decompose_files(decomposer: Decomposer, spectra, mass=None, output=None, nor
         from ddm_jax.prepare.pipeline import load_prepared
 
         arrays = load_prepared(spectra)
+        _check_rows(len(arrays["ids"]), mass, ivar)
         flux, ivar_rows = arrays["flux"], arrays["ivar"]
         carried = {"ids": arrays["ids"], "position": arrays["position"], **{key: arrays[key] for key in GATE_KEYS},
                    **{f"measured_{key}": arrays[key] for key in MEASURED_KEYS if key in arrays}}
     else:
         source = RowSource(spectra, "spectra", n_bins)
+        _check_rows(source.rows, mass, ivar)  # before reading: the counts are declared in the headers
         flux = source.read(0, source.rows)
         ivar_rows = None if ivar is None else ivar.read(0, ivar.rows)
     result = decomposer(flux, None if mass is None else mass.read(0, mass.rows), normalize=normalize,
                         progress=progress, ivar=ivar_rows)
     return save_npz_atomic(output, {"wavelength": decomposer.wavelength, **result, **carried})
+
+
+def _check_rows(count: int, mass: RowSource | None, ivar: RowSource | None) -> None:
+    if mass is not None and mass.rows != count:
+        raise DDMError(f"need one mass per spectrum: {count} spectra, {mass.rows} masses")
+    if ivar is not None and ivar.rows != count:
+        raise DDMError(f"need one ivar row per spectrum: {count} spectra, {ivar.rows} ivar rows")
 
 
 def share_range(rows: int, process_index: int, process_count: int) -> tuple[int, int]:
@@ -122,10 +131,7 @@ def decompose_to_folder(decomposer: Decomposer, spectra: RowSource, mass: RowSou
     partial = output.with_name(output.name + ".partial")
     if output.exists():
         raise DDMError(f"{output} already exists; choose another output or remove it")
-    if mass is not None and mass.rows != spectra.rows:
-        raise DDMError(f"need one mass per spectrum: {spectra.rows} spectra, {mass.rows} masses")
-    if ivar is not None and ivar.rows != spectra.rows:
-        raise DDMError(f"need one ivar row per spectrum: {spectra.rows} spectra, {ivar.rows} ivar rows")
+    _check_rows(spectra.rows, mass, ivar)
     start, stop = share_range(spectra.rows, *share)
     chunk = decomposer.padded_batch(chunk_size)
     job = {"spectra": spectra.fingerprint(), "mass": None if mass is None else mass.fingerprint(),

@@ -208,30 +208,39 @@ def load_prepared(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read and check a PREPARED.npz; returns every array in it (module docstring).
 
     Raises DDMError naming the file if it is unreadable, lacks a REQUIRED_KEYS array, or the
-    shapes disagree with one another or with the rest-frame grid.
+    shapes disagree with one another or with the rest-frame grid: shapes and dtypes are checked
+    as the file declares them, before any data is read.
     """
     path = Path(path)
-    arrays = load_npz(path, "PREPARED.npz", REQUIRED_KEYS)
-    _check_shapes(path, arrays)
+    arrays = load_npz(path, "PREPARED.npz", REQUIRED_KEYS, check=lambda declared: _check_shapes(path, declared))
+    if not np.allclose(arrays["wavelength"], wavelength_grid()):
+        raise DDMError(f"{path}: wavelength is not the rest-frame grid 3700 + 2 i Angstrom")
     return arrays
 
 
-def _check_shapes(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    n = len(arrays["ids"])
-    n_lines = len(arrays["line_names"])
+def _check_shapes(path: Path, declared: dict) -> None:
+    """Shapes and dtypes (of arrays, or of what an .npz declares) against one another and the grid."""
+    if len(declared["ids"].shape) != 1:
+        raise DDMError(f"{path}: ids has shape {declared['ids'].shape}, expected (n,): one id per spectrum")
+    n = declared["ids"].shape[0]
+    if len(declared["line_names"].shape) != 1:
+        raise DDMError(f"{path}: line_names has shape {declared['line_names'].shape}, expected (n_lines,)")
+    n_lines = declared["line_names"].shape[0]
     expected = {"flux": (n, N_BINS), "ivar": (n, N_BINS), "mask": (n, N_BINS), "wavelength": (N_BINS,),
                 "z": (n,), "ids": (n,), "line_names": (n_lines,), "line_flux": (n, n_lines),
                 "line_flux_err": (n, n_lines), "line_snr": (n, n_lines), "meets_snr": (n,),
                 "line_fit_ok": (n,), "broad_balmer": (n,), "passes_gate": (n,), "position": (n, 2),
                 "log_nii_ha": (n,), "log_oiii_hb": (n,), "log_sii_ha": (n,), "log_oi_ha": (n,)}
     for key, shape in expected.items():
-        if arrays[key].shape != shape:
-            raise DDMError(f"{path}: {key} has shape {arrays[key].shape}, expected {shape}")
+        if tuple(declared[key].shape) != shape:
+            raise DDMError(f"{path}: {key} has shape {tuple(declared[key].shape)}, expected {shape}")
     for key in ("ids", "line_names"):
-        if arrays[key].dtype.kind != "U":
-            raise DDMError(f"{path}: {key} must be strings, not {arrays[key].dtype}")
+        if declared[key].dtype.kind != "U":
+            raise DDMError(f"{path}: {key} must be strings, not {declared[key].dtype}")
     for key in set(expected) - {"ids", "line_names"}:
-        if arrays[key].dtype.kind not in "fiub":
-            raise DDMError(f"{path}: {key} is not numeric (dtype {arrays[key].dtype})")
-    if not np.allclose(arrays["wavelength"], wavelength_grid()):
-        raise DDMError(f"{path}: wavelength is not the rest-frame grid 3700 + 2 i Angstrom")
+        if declared[key].dtype.kind not in "fiub":
+            raise DDMError(f"{path}: {key} is not numeric (dtype {declared[key].dtype})")
+    for key in sorted(set(declared) - set(expected) - set(SHARED_KEYS)):  # the other per-spectrum outputs
+        if not declared[key].shape or declared[key].shape[0] != n:
+            raise DDMError(f"{path}: {key} has shape {tuple(declared[key].shape)}, expected one row per spectrum "
+                           f"({n})")

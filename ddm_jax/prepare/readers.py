@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from ddm_jax.errors import DDMError
+from ddm_jax.io import NpyArray, check_fits_in_memory, load_npz
 
 FITS_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fit.gz")
 ARRAY_SUFFIXES = (".npy", ".npz", ".csv")
@@ -108,9 +109,16 @@ def spectrum_id(path: Path) -> str:
 
 # --- FITS files: one guarded open, a layout found by content --------------------------------------
 
+FITS_BLOCK = 2880  # bytes: FITS pads every header and data unit to a multiple of this
+_COMPRESSED = {b"BZh": "bzip2", b"PK\x03\x04": "zip"}  # astropy would decompress these too
+
+
 def read_fits_guarded(path: str | os.PathLike, parse: Callable):
     """`parse(hdul)` on the open FITS file, every failure a DDMError naming the file.
 
+    What the file declares is checked before `parse` reads any data: every HDU's data (as its
+    header's NAXISn, BITPIX, PCOUNT, GCOUNT declare them) must lie inside the file (the
+    decompressed stream, for a gzipped file), and the file must fit in the memory available.
     astropy only warns that a file is short; the read may then fail obscurely or not at all:
     a truncation warning (or a compressed stream that ends early) wins over any other failure.
     `parse` must read all the data it needs before it returns (the file is closed after).
@@ -118,12 +126,19 @@ def read_fits_guarded(path: str | os.PathLike, parse: Callable):
     from astropy.io import fits  # heavy import: only FITS users pay for it
 
     path = Path(path)
+    length, cut_short = _fits_length(path)
+    if cut_short is not None:
+        raise DDMError(f"{path}: truncated FITS file ({cut_short})")
+    check_fits_in_memory(path, length)
     result, failure = None, None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             with fits.open(path, memmap=False) as hdul:
+                _check_declared_sizes(path, hdul, length)
                 result = parse(hdul)
+        except _PastTheEnd:
+            raise  # more telling than astropy's truncation warning
         except DDMError as err:
             failure = err
         except EOFError as err:  # a .gz file cut short inside an HDU that was read
@@ -131,29 +146,56 @@ def read_fits_guarded(path: str | os.PathLike, parse: Callable):
         except (OSError, ValueError, TypeError, IndexError, KeyError, zlib.error) as err:
             failure = err
     truncated = next((w.message for w in caught if "truncated" in str(w.message)), None)
-    if truncated is None and path.name.lower().endswith(".gz"):
-        truncated = _gzip_cut_short(path)
     if truncated is not None:
         raise DDMError(f"{path}: truncated FITS file ({truncated})")
     if isinstance(failure, DDMError):
         raise failure
     if failure is not None:
-        raise DDMError(f"{path}: unreadable FITS file ({failure})")
+        raise DDMError(f"{path}: unreadable FITS file ({str(failure).splitlines()[0] if str(failure) else failure!r})")
     return result
 
 
-def _gzip_cut_short(path: Path) -> str | None:
-    """Why a gzip file's stream is incomplete, or None. astropy takes a compressed stream that
-    ends early for the end of the file: the HDUs after the cut just seem absent."""
+def _fits_length(path: Path) -> tuple[int, str | None]:
+    """The FITS stream's length in bytes (decompressed, for a gzipped file) and, if a gzip stream
+    ends early, why: astropy takes such a stream's end for the end of the file, and the HDUs
+    after the cut just seem absent. Decompresses in blocks, holding none of it."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as err:
+        raise DDMError(f"{path}: cannot read ({err.strerror or err})") from None
+    if not head.startswith(b"\x1f\x8b"):
+        for magic, name in _COMPRESSED.items():
+            if head.startswith(magic):
+                raise DDMError(f"{path}: a {name}-compressed file; FITS files are read plain or gzipped")
+        return path.stat().st_size, None
+    length, buffer = 0, bytearray(1 << 22)
     try:
         with gzip.open(path) as stream:
-            while stream.read(1 << 24):
-                pass
+            while count := stream.readinto(buffer):
+                length += count
     except EOFError as err:
-        return str(err)
-    except (OSError, zlib.error):
-        return None  # corrupt rather than short: the read itself reports it
-    return None
+        return length, str(err)
+    except (OSError, zlib.error) as err:
+        raise DDMError(f"{path}: corrupt gzip stream ({err})") from None
+    return length, None
+
+
+class _PastTheEnd(DDMError):
+    """An HDU declares data beyond the end of the file."""
+
+
+def _check_declared_sizes(path: Path, hdul, length: int) -> None:
+    for index, hdu in enumerate(hdul):  # iterating reads every header (and no data)
+        info = hdu.fileinfo()
+        if info is None:
+            continue
+        if info["datLoc"] + info["datSpan"] - length >= FITS_BLOCK:  # the last block's padding may be missing
+            header = hdu.header
+            dims = " x ".join(str(header.get(f"NAXIS{i}", "?")) for i in range(1, int(header.get("NAXIS", 0)) + 1))
+            declared = f"{info['datSpan']} bytes of data (NAXIS {dims or 'none'}, BITPIX {header.get('BITPIX')})"
+            raise _PastTheEnd(f"{path}: truncated FITS file: HDU {hdu.name or f'#{index}'} declares {declared} "
+                              f"from byte {info['datLoc']}, but the file holds {length} bytes")
 
 
 def _hdu_names(hdul) -> list[str]:
@@ -510,7 +552,9 @@ def read_array_file(path: str | os.PathLike) -> list[Spectrum]:
     .npz `flux`, `ivar`, `mask` may be (N,) or (M, N) for M spectra; `wavelength` (N,) or (M, N).
     .npy: one (N, 3) or (3, N) array of columns wavelength, flux, ivar.
     .csv: columns wavelength, flux, ivar[, mask] with that header, or in that order without one.
-    ivar is required: the S/N gate needs errors. A nonzero mask marks a bad pixel.
+    ivar is required: the S/N gate needs errors. A nonzero mask marks a bad pixel. Shapes are
+    checked as the file declares them (.npy/.npz headers) or as it streams (CSV) before the data
+    are held in memory; any numeric dtype, byte order or memory order is converted to float64.
     """
     path = Path(path)
     suffix = _suffix(path)
@@ -521,44 +565,95 @@ def read_array_file(path: str | os.PathLike) -> list[Spectrum]:
         return [_from_columns(path, spectrum_id(path), columns, z=None)]
     except DDMError:
         raise
-    except (OSError, ValueError, KeyError, IndexError, EOFError, zipfile.BadZipFile) as err:
-        raise DDMError(f"{path}: unreadable {suffix} file ({err})") from None
+    except (OSError, ValueError, KeyError, IndexError, EOFError, csv.Error, zipfile.BadZipFile) as err:
+        raise DDMError(f"{path}: unreadable {suffix} file ({str(err).splitlines()[0] if str(err) else err!r})"
+                       ) from None
 
 
 def _read_npy(path: Path) -> dict[str, np.ndarray]:
-    array = np.load(path, allow_pickle=False)
-    if array.ndim == 2 and array.shape[0] == 3 and array.shape[1] != 3:
-        array = array.T
-    if array.ndim != 2 or array.shape[1] != 3:
-        raise DDMError(f"{path}: expected an (N, 3) array of wavelength, flux, ivar; got shape {array.shape}")
-    return dict(zip(("wavelength", "flux", "ivar"), array.T.astype(np.float64)))
+    array = NpyArray(path, "spectrum")
+    shape = array.shape
+    if len(shape) != 2 or 3 not in shape:
+        raise DDMError(f"{path}: expected an (N, 3) array of wavelength, flux, ivar; got shape {shape}")
+    values = array.read(0, array.rows).astype(np.float64)
+    if shape[1] != 3:  # (3, N)
+        values = values.T
+    return dict(zip(("wavelength", "flux", "ivar"), values.T))
+
+
+CSV_COLUMNS = ("wavelength", "flux", "ivar", "mask")
+MAX_CSV_ROWS = 1_000_000  # pixels of one spectrum; survey spectra have 4,000-8,000
+MAX_CSV_LINE = 4096  # characters: four numbers need far fewer
+
+
+def _csv_lines(path: Path, handle):
+    """The file's lines, refusing one longer than MAX_CSV_LINE before it is held whole."""
+    for number, line in enumerate(iter(lambda: handle.readline(MAX_CSV_LINE + 1), ""), start=1):
+        if len(line) > MAX_CSV_LINE:
+            raise DDMError(f"{path}: line {number} is longer than {MAX_CSV_LINE} characters; "
+                           f"expected columns {', '.join(CSV_COLUMNS)}")
+        yield line
 
 
 def _read_csv(path: Path) -> dict[str, np.ndarray]:
+    header, columns, rows = None, [], 0
+    block: list[list[float]] = []
     with open(path, newline="") as handle:
-        rows = [r for r in csv.reader(handle) if r and not r[0].lstrip().startswith("#")]
-    if not rows:
+        for fields in csv.reader(_csv_lines(path, handle)):
+            if not fields or fields[0].lstrip().startswith("#"):
+                continue
+            if header is None:
+                try:
+                    float(fields[0])
+                    header = list(CSV_COLUMNS[: len(fields)])  # no header: this order
+                except ValueError:
+                    header = [h.strip().lower() for h in fields]
+                    if len(header) > len(CSV_COLUMNS) or len(set(header)) != len(header):
+                        raise DDMError(f"{path}: header names {len(header)} columns ({', '.join(header[:6])}); "
+                                       f"expected at most {', '.join(CSV_COLUMNS)}, each once") from None
+                    continue
+            if len(fields) != len(header):
+                raise DDMError(f"{path}: the header names {len(header)} columns, row {rows + 1} has {len(fields)}")
+            rows += 1
+            if rows > MAX_CSV_ROWS:
+                raise DDMError(f"{path}: more than {MAX_CSV_ROWS} rows; one spectrum per CSV file is expected")
+            block.append([float(v) for v in fields])
+            if len(block) == 65536:  # lists of floats cost ~10x an array: convert as it streams
+                columns.append(np.array(block, np.float64))
+                block = []
+    if header is None or rows == 0:
         raise DDMError(f"{path}: empty CSV file")
-    try:
-        float(rows[0][0])
-        header = ["wavelength", "flux", "ivar", "mask"][: len(rows[0])]  # no header: this order
-    except ValueError:
-        header, rows = [h.strip().lower() for h in rows[0]], rows[1:]
-    values = np.array(rows, dtype=np.float64)
-    if values.ndim != 2 or values.shape[1] != len(header):
-        raise DDMError(f"{path}: the header names {len(header)} columns, the rows have {values.shape[-1]}")
+    values = np.concatenate(columns + [np.array(block, np.float64).reshape(-1, len(header))])
     return {name: values[:, i] for i, name in enumerate(header)}
 
 
-def _read_npz(path: Path) -> list[Spectrum]:
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    if "format" in arrays:  # e.g. PREPARED.npz: rest frame already; de-redshifting again would be wrong
-        raise DDMError(f"{path}: is a {arrays['format']} file, already on the rest-frame grid: give it to "
-                       "`ddm-jax decompose`, not to `prepare`")
-    missing = [k for k in ("wavelength", "flux", "ivar") if k not in arrays]
+NPZ_KEYS = ("wavelength", "flux", "ivar", "mask", "z", "ids")
+
+
+def _check_npz(path: Path, declared: dict) -> None:
+    """The shapes an .npz of spectra declares, before its data are read."""
+    if "format" in declared:  # e.g. PREPARED.npz: rest frame already; de-redshifting again would be wrong
+        raise DDMError(f"{path}: is a prepared file (it has a 'format' entry), already on the rest-frame grid: "
+                       "give it to `ddm-jax decompose`, not to `prepare`")
+    missing = [k for k in ("wavelength", "flux", "ivar") if k not in declared]
     if missing:
-        raise DDMError(f"{path}: lacks {', '.join(missing)} (has {', '.join(sorted(arrays))})")
+        raise DDMError(f"{path}: lacks {', '.join(missing)} (has {', '.join(sorted(declared))})")
+    flux = declared["flux"].shape
+    if len(flux) not in (1, 2):
+        raise DDMError(f"{path}: flux has shape {flux}; expected (N,) or (M, N)")
+    count, n = (1, flux[0]) if len(flux) == 1 else flux
+    allowed = {"wavelength": ((n,), (count, n)), "ivar": (flux,), "mask": (flux,), "z": ((), (count,)),
+               "ids": ((count,),)}
+    for key, shapes in allowed.items():
+        if key in declared and declared[key].shape not in shapes:
+            raise DDMError(f"{path}: {key} has shape {declared[key].shape}; with flux {flux} expected "
+                           f"{' or '.join(map(str, shapes))}")
+        if key in declared and key != "ids" and declared[key].dtype.kind not in "fiub":
+            raise DDMError(f"{path}: {key} is not numeric (dtype {declared[key].dtype})")
+
+
+def _read_npz(path: Path) -> list[Spectrum]:
+    arrays = load_npz(path, ".npz file", check=lambda declared: _check_npz(path, declared), keys=NPZ_KEYS)
     flux, wavelength = arrays["flux"], arrays["wavelength"]
     flux2 = np.atleast_2d(flux)
     ids = arrays.get("ids")
