@@ -648,7 +648,8 @@ def _check_npz(path: Path, declared: dict) -> None:
         if key in declared and declared[key].shape not in shapes:
             raise DDMError(f"{path}: {key} has shape {declared[key].shape}; with flux {flux} expected "
                            f"{' or '.join(map(str, shapes))}")
-        if key in declared and key != "ids" and declared[key].dtype.kind not in "fiub":
+    for key in ("wavelength", "flux", "ivar", "mask", "z"):
+        if key in declared and declared[key].dtype.kind not in "fiub":
             raise DDMError(f"{path}: {key} is not numeric (dtype {declared[key].dtype})")
 
 
