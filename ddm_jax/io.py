@@ -9,6 +9,7 @@ file that promises more than it has is refused in one line instead of asking for
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -123,11 +124,32 @@ def load_npz(path, what: str, required=(), check: Callable[[dict[str, Declared]]
     return arrays
 
 
+def os_error(path, err: OSError) -> DDMError:
+    """A one-line DDMError for a failed write (a full disk, an unwritable folder, a file in the way)."""
+    where = f"{err.strerror}: {err.filename}" if err.strerror and err.filename else (err.strerror or str(err))
+    return DDMError(f"{path}: cannot write ({where})")
+
+
+@contextlib.contextmanager
+def writing(path):
+    """OSErrors inside the block become `os_error(path, ...)`: one line naming the output."""
+    try:
+        yield
+    except OSError as err:
+        raise os_error(path, err) from None
+
+
 def write_atomic(path, write: Callable[[BinaryIO], object]) -> Path:
-    """`write(file)` into a temporary file in the same folder, then rename: never a partial file."""
+    """`write(file)` into a temporary file in the same folder, then rename: never a partial file, and
+    an existing file at `path` stays as it was unless the new one is complete. OS errors are DDMErrors."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    if path.is_dir():
+        raise DDMError(f"{path}: is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    except OSError as err:
+        raise os_error(path, err) from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -135,8 +157,10 @@ def write_atomic(path, write: Callable[[BinaryIO], object]) -> Path:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it owner-only; give it an ordinary file's mode
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise os_error(path, err) from None
         raise
     return path
 

@@ -27,7 +27,7 @@ from ddm_jax import __version__
 from ddm_jax.batching import batch_ranges, pipelined, prefetched
 from ddm_jax.errors import DDMError
 from ddm_jax.inference import Decomposer, validate_inputs
-from ddm_jax.io import NpyArray, NpyWriter, RowSource, changed_settings, save_npz_atomic, write_json_atomic
+from ddm_jax.io import NpyArray, NpyWriter, RowSource, changed_settings, save_npz_atomic, write_json_atomic, writing
 from ddm_jax.trust import validate_ivar
 
 MANIFEST, JOB, DONE = "manifest.json", "job.json", "done.json"
@@ -63,15 +63,18 @@ def decompose_files(decomposer: Decomposer, spectra, mass=None, output=None, nor
         raise DDMError("--resume works with a folder output (-o DIR), not with an .npz file")
     if prepared and ivar is not None:
         raise DDMError("a PREPARED.npz carries its own ivar; drop --ivar")
+    if in_memory and output.is_dir():  # before the work, not after it
+        raise DDMError(f"{output}: is a folder; give a file name, or a folder name not ending in .npz")
     mass = None if mass is None else RowSource(mass, "mass", None)
     n_bins = decomposer.ddm.config.n_bins
     ivar = None if ivar is None else RowSource(ivar, "ivar", n_bins)
     if not in_memory:
         if share[1] > 1:
             output = output.with_name(f"{output.name}.share{share[0]}of{share[1]}")
-        return decompose_to_folder(decomposer, RowSource(spectra, "spectra", n_bins), mass, output,
-                                   normalize=normalize, chunk_size=decomposer.batch_size, resume=resume,
-                                   share=share, progress=progress, ivar=ivar)
+        with writing(output):  # a full disk or an unwritable folder: finished chunks stay for --resume
+            return decompose_to_folder(decomposer, RowSource(spectra, "spectra", n_bins), mass, output,
+                                       normalize=normalize, chunk_size=decomposer.batch_size, resume=resume,
+                                       share=share, progress=progress, ivar=ivar)
     carried = {}
     if prepared:
         from ddm_jax.prepare.pipeline import load_prepared
@@ -205,6 +208,11 @@ def merge_folders(parts: list, output) -> Path:
     output = Path(output)
     if output.exists():
         raise DDMError(f"{output} already exists")
+    with writing(output):
+        return _merge(parts, output)
+
+
+def _merge(parts: list, output: Path) -> Path:
     manifests = []
     for part in map(Path, parts):
         if not (part / MANIFEST).is_file():

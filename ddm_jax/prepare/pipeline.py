@@ -170,10 +170,7 @@ def prepare_spectra(spectra: list[readers.Spectrum], coverage: str = "refuse", s
 
 def write_prepared(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     """Write atomically (a temporary file in the same directory, then a rename)."""
-    try:
-        save_npz_atomic(path, arrays)
-    except OSError as err:
-        raise DDMError(f"{path}: cannot write ({err.strerror or err})") from None
+    save_npz_atomic(path, arrays)
 
 
 def run(inputs: list[str], output: str, coverage: str = "refuse", snr_policy: str = "skip",
@@ -182,6 +179,8 @@ def run(inputs: list[str], output: str, coverage: str = "refuse", snr_policy: st
     """The `prepare` command: read every input (files or directories), write `output` (and, with
     `plot_dir`, a figure of each spectrum's fits). Unreadable or invalid files are reported
     through `log` and left out. Returns the arrays."""
+    if Path(output).is_dir():  # before the work, not after it
+        raise DDMError(f"{output}: is a folder; give a file name")
     paths = readers.expand_inputs(inputs)
     if not paths:
         raise DDMError("no input files (directories are searched for "
