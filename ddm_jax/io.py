@@ -17,6 +17,7 @@ import json
 import math
 import os
 import tempfile
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -45,7 +46,10 @@ def read_npy_header(f: BinaryIO) -> Declared:
     """The header of an .npy stream (file or zip member) positioned at its start; ValueError if malformed."""
     version = np.lib.format.read_magic(f)
     read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, fortran_order, dtype = read_header(f)
+    try:
+        shape, fortran_order, dtype = read_header(f)
+    except tokenize.TokenError as err:  # numpy re-tokenises a header that does not parse, and lets this through
+        raise ValueError(f"the header does not parse ({err.args[0]})") from None
     if any(n < 0 for n in shape):
         raise ValueError(f"the header declares a negative dimension: shape {shape}")
     return Declared(tuple(shape), dtype, fortran_order)
