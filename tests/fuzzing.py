@@ -325,6 +325,7 @@ class Fuzzer:
         np.save(good / "columns.npy", columns)
         np.savetxt(good / "spectrum.csv", columns, delimiter=",", header="wavelength,flux,ivar", comments="")
         np.savetxt(good / "companion.csv", columns, delimiter=",", header="wavelength,flux,ivar", comments="")
+        (good / "z.csv").write_text("id,z\nspectrum,0.05\nmanga-1-2,0.03\ncoadd-4-80613-thru20210324,0.1\n")
         shutil.copy(DATA / "tiny_ddm_keras.hdf5", good / "ddm.hdf5")
         as_model_save(DATA / "tiny_regressor_keras.hdf5", good / "regressor.h5")
         _manga_cube(good / "manga-1-2-LOGCUBE.fits")
@@ -338,6 +339,7 @@ class Fuzzer:
             "spectra .npz (prepare)": (good / "arrays.npz", npz_member),
             "columns .npy (prepare)": (good / "columns.npy", npy_header),
             "CSV (prepare)": (good / "spectrum.csv", csv_lines),
+            "redshift table CSV (prepare)": (good / "z.csv", csv_lines),
             "SDSS spec FITS (prepare)": (self._sdss(good), fits_card),
             "DESI coadd FITS.gz (prepare)": (REAL / "coadd-4-80613-thru20210324.fits.gz", fits_card),
             "DESI redrock FITS.gz (prepare)": (REAL / "redrock-4-80613-thru20210324.fits.gz", fits_card),
@@ -386,7 +388,7 @@ class Fuzzer:
         """Run the reader of `target` on the mutated file `case`; 'ok' or 'refused' (a DDMError
         checked to be one line), or raise AssertionError for a broken invariant."""
         from ddm_jax.errors import DDMError
-        from ddm_jax.prepare.readers import read_many
+        from ddm_jax.prepare.readers import read_many, read_z_table
         from ddm_jax.streaming import decompose_files
         from ddm_jax_convert import convert_file
 
@@ -395,6 +397,8 @@ class Fuzzer:
         try:
             if target.startswith(("keras", "PyTorch")):
                 convert_file(str(case))
+            elif target.startswith("redshift table"):
+                read_z_table(case)
             elif target.endswith("(decompose)"):
                 spectra, mass = case, self.good / "mass.npy"
                 if target.startswith("masses"):
@@ -423,6 +427,7 @@ class Fuzzer:
 
 
 def _timeout(signum, frame):
+    signal.alarm(5)  # again, should this one land where it is swallowed (a garbage-collection callback)
     raise CaseTimeout(f"no answer within {CASE_TIMEOUT_S} s")
 
 

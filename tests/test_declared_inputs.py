@@ -240,3 +240,22 @@ def test_peak_rss_of_commands_on_hostile_inputs(tmp_path, case):
     assert any("declares" in line or "promises" in line for line in lines), run["stderr"]
     assert run["peak_kib"] < 1 << 20  # 1 GiB: the bound is 2
     assert not (tmp_path / "out.npz").exists() and not (tmp_path / "prepared_out.npz").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    ("id, z\na,0.1\n", None),
+    ("id,z\na\n", "line 2 has 1 fields, the header 2"),
+    ("id,z\na,x\n", "bad redshift table"),
+    ("name,z\na,0.1\n", "needs a header with columns id,z"),
+    ("id,z\n" + "a," + "1" * 5000 + "\n", "line 2 is longer than 4096 characters"),
+    ("id,z\na,\0\n", "bad redshift table"),
+])
+def test_redshift_table_one_line_errors(tmp_path, content, message):
+    path = tmp_path / "z.csv"
+    path.write_text(content)
+    if message is None:
+        assert readers.read_z_table(path) == {"a": 0.1}
+        return
+    with pytest.raises(DDMError, match=message) as err:
+        readers.read_z_table(path)
+    assert "\n" not in str(err.value)
