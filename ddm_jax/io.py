@@ -67,7 +67,7 @@ def available_memory() -> int | None:
     return None
 
 
-def check_fits_in_memory(where, nbytes: int) -> None:
+def refuse_beyond_memory(where, nbytes: int) -> None:
     """A DDMError if reading `nbytes` (what a file declares, consistently) would not fit in memory."""
     available = available_memory()
     if available is not None and nbytes > available:
@@ -116,7 +116,7 @@ def load_npz(path, what: str, required=(), check: Callable[[dict[str, Declared]]
             if check is not None:
                 check(declared)
             keys = list(declared) if keys is None else [key for key in keys if key in declared]
-            check_fits_in_memory(path, sum(declared[key].nbytes for key in keys))
+            refuse_beyond_memory(path, sum(declared[key].nbytes for key in keys))
             arrays = {}
             for key in keys:
                 with archive.open(infos[key]) as member:

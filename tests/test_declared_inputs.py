@@ -158,6 +158,17 @@ def test_last_hdu_declaring_more_than_the_file_holds_is_named(tmp_path):
     assert "HDU FLUX declares 360000000 bytes of data (NAXIS 3 x 3 x 10000000, BITPIX -32)" in message
 
 
+def test_a_structural_card_given_twice_is_refused(tmp_path):
+    raw = ppxf_sdss_path(STRONG).read_bytes()
+    coadd = raw.index(b"EXTNAME = 'COADD")
+    header_start = raw.rindex(b"XTENSION", 0, coadd)
+    extname = raw.index(b"EXTNAME", header_start)  # EXTNAME becomes a second NAXIS2, declaring 10^9 rows
+    path = tmp_path / "spec-twice.fits"
+    path.write_bytes(raw[:extname] + f"{'NAXIS2':<8}= {10**9:>20}".ljust(80).encode() + raw[extname + 80:])
+    with pytest.raises(DDMError, match="spec-twice.fits: header 1 has two NAXIS2 cards"):
+        readers.read_any(path)
+
+
 def test_bzip2_fits_is_refused(tmp_path):
     import bz2
 

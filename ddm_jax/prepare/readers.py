@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from ddm_jax.errors import DDMError
-from ddm_jax.io import NpyArray, check_fits_in_memory, load_npz
+from ddm_jax.io import NpyArray, load_npz, refuse_beyond_memory
 
 FITS_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fit.gz")
 ARRAY_SUFFIXES = (".npy", ".npz", ".csv")
@@ -127,7 +127,7 @@ def read_fits_guarded(path: str | os.PathLike, parse: Callable):
     from astropy.io import fits  # heavy import: only FITS users pay for it
 
     path = Path(path)
-    check_fits_in_memory(path, _check_fits_structure(path))
+    refuse_beyond_memory(path, _check_fits_structure(path))
     result, failure = None, None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -164,6 +164,7 @@ def _check_hdu_kinds(path: Path, hdul) -> None:
 
 MAX_HEADER_BLOCKS = 1000  # 2.9 MB of header: survey files use a few dozen blocks
 FITS_BITPIX = (8, 16, 32, 64, -32, -64)
+STRUCTURAL_CARDS = r"BITPIX|NAXIS\d*|PCOUNT|GCOUNT|TFIELDS|GROUPS"
 
 
 def _check_fits_structure(path: Path) -> int:
@@ -231,8 +232,11 @@ def _read_header(path: Path, stream, index: int) -> dict[str, str] | None:
             key = card[:8].strip()
             if key == "END":
                 return cards
-            if card[8:10] == "= " and key not in cards:
-                cards[key] = card[10:].split("/", 1)[0].strip()
+            if card[8:10] != "= ":
+                continue
+            if key in cards and re.fullmatch(STRUCTURAL_CARDS, key):  # which one would astropy believe?
+                raise DDMError(f"{path}: header {index} has two {key} cards")
+            cards.setdefault(key, card[10:].split("/", 1)[0].strip())
     raise DDMError(f"{path}: header {index} has no END card within {MAX_HEADER_BLOCKS} blocks")
 
 
