@@ -99,6 +99,8 @@ def save_checkpoint(path, ddm_params, regressor_params, metadata: dict, overwrit
         if trust is not None:
             _write_trust(tmp, trust)
         _replace_dir(tmp, path, staging / "old")
+    except DDMError:
+        raise
     except Exception as err:  # orbax and tensorstore raise many types for a full disk or an unwritable folder
         reason = _write_failure(err)
         if reason is None:

@@ -26,7 +26,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ddm_jax.errors import DDMError
+from ddm_jax.errors import DDMError, WriteFailed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,10 +128,10 @@ def load_npz(path, what: str, required=(), check: Callable[[dict[str, Declared]]
     return arrays
 
 
-def os_error(path, err: OSError) -> DDMError:
-    """A one-line DDMError for a failed write (a full disk, an unwritable folder, a file in the way)."""
+def os_error(path, err: OSError) -> WriteFailed:
+    """A one-line error for a failed write (a full disk, an unwritable folder, a file in the way)."""
     where = f"{err.strerror}: {err.filename}" if err.strerror and err.filename else (err.strerror or str(err))
-    return DDMError(f"{path}: cannot write ({where})")
+    return WriteFailed(f"{path}: cannot write ({where})")
 
 
 @contextlib.contextmanager
@@ -139,6 +139,8 @@ def writing(path):
     """OSErrors inside the block become `os_error(path, ...)`: one line naming the output."""
     try:
         yield
+    except WriteFailed:
+        raise
     except OSError as err:
         raise os_error(path, err) from None
 
@@ -163,7 +165,7 @@ def write_atomic(path, write: Callable[[BinaryIO], object]) -> Path:
         os.replace(tmp, path)
     except BaseException as err:
         os.unlink(tmp)
-        if isinstance(err, OSError):
+        if isinstance(err, OSError) and not isinstance(err, WriteFailed):
             raise os_error(path, err) from None
         raise
     return path

@@ -169,6 +169,16 @@ def test_a_structural_card_given_twice_is_refused(tmp_path):
         readers.read_any(path)
 
 
+def test_a_table_column_without_its_name_card(tmp_path):
+    raw = ppxf_sdss_path(STRONG).read_bytes()
+    coadd = raw.index(b"EXTNAME = 'COADD")
+    ttype = raw.index(b"TTYPE2  =", raw.rindex(b"XTENSION", 0, coadd))
+    path = tmp_path / "spec-unnamed.fits"  # astropy names the column None (found by the fuzzer)
+    path.write_bytes(raw[:ttype] + b"COMMENT " + raw[ttype + 8:])
+    with pytest.raises(DDMError, match="spec-unnamed.fits: COADD table lacks column"):
+        readers.read_any(path)
+
+
 def test_bzip2_fits_is_refused(tmp_path):
     import bz2
 

@@ -218,7 +218,7 @@ def load_prepared(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def _check_shapes(path: Path, declared: dict) -> None:
-    """Shapes and dtypes (of arrays, or of what an .npz declares) against one another and the grid."""
+    """Shapes and dtypes (of arrays, or as an .npz declares them) against one another and the grid size."""
     if len(declared["ids"].shape) != 1:
         raise DDMError(f"{path}: ids has shape {declared['ids'].shape}, expected (n,): one id per spectrum")
     n = declared["ids"].shape[0]

@@ -347,8 +347,7 @@ def _coadd_columns(path: Path, hdul) -> dict[str, np.ndarray]:
         table = hdul[1]  # older spec files leave the first extension unnamed
     else:
         raise DDMError(f"{path}: no COADD table (is this an SDSS spec-*.fits file?)")
-    columns = getattr(table, "columns", None)  # an image HDU has none
-    names = [n.lower() for n in columns.names] if columns is not None else []
+    names = [n.lower() for n in _column_names(table)]
     missing = [c for c in COADD_COLUMNS if c not in names]
     if missing:
         raise DDMError(f"{path}: COADD table lacks column(s) {', '.join(missing)}")
@@ -357,9 +356,10 @@ def _coadd_columns(path: Path, hdul) -> dict[str, np.ndarray]:
 
 
 def _column_names(hdu) -> list[str]:
-    """A table's column names, upper case; none for an image (where a damaged file has one)."""
+    """A table's column names, upper case; none for an image (where a damaged file has one), and
+    none for a column whose TTYPE card is missing (astropy names it None)."""
     columns = getattr(hdu, "columns", None)
-    return [name.upper() for name in columns.names] if columns is not None else []
+    return [name.upper() for name in columns.names if name] if columns is not None else []
 
 
 def _specobj_z(hdul) -> float | None:
