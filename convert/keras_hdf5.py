@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import h5py
@@ -101,10 +104,54 @@ def _declared(path: str, dataset, where: str) -> DeclaredArray:
     return DeclaredArray(tuple(dataset.shape), dtype, load)
 
 
+# Touches, in a child process, every attribute and dataset the reader could touch: libhdf5 can
+# crash (SIGSEGV) on a corrupted attribute or chunk, and that must be a refusal, not the end of
+# the command. Python errors are left to the reader, which reports them in its own words.
+_PROBE = """
+import sys
+import h5py
+import numpy as np
+
+def touch(name, node):
+    try:
+        for key in node.attrs:
+            if np.prod(node.attrs.get_id(key).shape or ()) <= int(sys.argv[2]):
+                node.attrs[key]
+        if isinstance(node, h5py.Dataset) and node.shape is not None and not node.is_virtual and not node.external:
+            if node.size * node.dtype.itemsize <= int(sys.argv[3]):
+                node[()]
+    except Exception:
+        pass
+
+try:
+    with h5py.File(sys.argv[1], "r") as f:
+        touch("/", f)
+        f.visititems(touch)
+except Exception:
+    pass
+"""
+PROBE_TIMEOUT_S = 120
+PROBE_MAX_BYTES = 1 << 28  # the released networks' largest kernel is 48 MB
+
+
+def _check_libhdf5_survives(path: str) -> None:
+    try:
+        done = subprocess.run([sys.executable, "-c", _PROBE, path, str(MAX_NAMES), str(PROBE_MAX_BYTES)],
+                              capture_output=True, timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise DDMError(f"{path}: the HDF5 library did not finish reading it in {PROBE_TIMEOUT_S} s (a corrupt "
+                       "file?)") from None
+    if done.returncode < 0:
+        raise DDMError(f"{path}: the HDF5 library crashed reading it ({signal.Signals(-done.returncode).name}): "
+                       "a corrupt file")
+
+
 @contextlib.contextmanager
 def open_keras_weights(path: str) -> Iterator[tuple[list[KerasLayer], str]]:
     """The weighted layers of a Keras HDF5 file, in file order, and the layout's name; the file
-    stays open (for `DeclaredArray.load`) until the `with` block ends."""
+    stays open (for `DeclaredArray.load`) until the `with` block ends. A child process reads it
+    first (`_check_libhdf5_survives`)."""
+    _check_libhdf5_survives(path)
     try:
         with h5py.File(path, "r") as f:
             yield _layers(path, f)

@@ -176,6 +176,16 @@ def test_huge_layer_names_attribute_is_refused_unread(tmp_path):
         convert_file(str(path))
 
 
+def test_a_file_that_crashes_the_hdf5_library_is_refused(tmp_path):
+    data = bytearray(TINY_DDM_KERAS.read_bytes())
+    assert data[240_969] == 1
+    data[240_969] = 3  # one byte of an attribute's metadata: libhdf5 segfaults reading it (found by the fuzzer)
+    path = tmp_path / "crash.hdf5"
+    path.write_bytes(bytes(data))
+    with pytest.raises(DDMError, match=r"crash.hdf5: the HDF5 library crashed reading it \(SIG"):
+        convert_file(str(path))
+
+
 @pytest.mark.parametrize("dtype", ["<f2", "<f8", ">f4", ">f8"])
 def test_other_float_dtypes_convert_to_float32(tmp_path, dtype):
     path = copy_of(TINY_DDM_KERAS, tmp_path / "ddm.hdf5")
