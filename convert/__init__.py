@@ -16,7 +16,7 @@ from ddm_jax.errors import DDMError
 from ddm_jax.io import sha256_file
 from ddm_jax.models import DDM, LineRatioRegressor, abstract_params
 
-from .keras_hdf5 import read_keras_weights
+from .keras_hdf5 import open_keras_weights
 from .rules import ConversionError, keras_layer_order, params_from_keras, params_from_state_dict
 from .torch_state_dict import read_state_dict
 
@@ -68,14 +68,18 @@ def _candidates(preset: str):
 def convert_file(path: str, preset: str = "auto") -> ConvertedNetwork:
     """Convert one file; its network (and, with preset 'auto', its configuration) come from its layers."""
     fmt = detect_format(path)
-    if fmt == FORMAT_KERAS:
-        layers, layout = read_keras_weights(path)
-        source = {"format": layout, "file_layers": [layer.name for layer in layers]}
-        convert = lambda network, config: params_from_keras(layers, network, config, _abstract(network, config))  # noqa: E731
-    else:
+    if fmt == FORMAT_TORCH:
         state = read_state_dict(path)
-        source = {"format": FORMAT_TORCH}
-        convert = lambda network, config: params_from_state_dict(state, network, _abstract(network, config))  # noqa: E731
+        return _first_fit(path, preset, {"format": FORMAT_TORCH},
+                          lambda network, config: params_from_state_dict(state, network, _abstract(network, config)))
+    with open_keras_weights(path) as (layers, layout):
+        source = {"format": layout, "file_layers": [layer.name for layer in layers]}
+        return _first_fit(path, preset, source, lambda network, config: params_from_keras(
+            layers, network, config, _abstract(network, config)))
+
+
+def _first_fit(path: str, preset: str, source: dict, convert) -> ConvertedNetwork:
+    """The first candidate network and configuration that `convert(network, config)` fits."""
     failures = []
     for network, name, config in _candidates(preset):
         try:
@@ -83,7 +87,7 @@ def convert_file(path: str, preset: str = "auto") -> ConvertedNetwork:
         except ConversionError as err:
             failures.append(err)
             continue
-        if fmt == FORMAT_KERAS:  # record which file layer became which Flax layer, for audit
+        if "file_layers" in source:  # Keras: record which file layer became which Flax layer, for audit
             source["layer_map"] = dict(zip(source.pop("file_layers"),
                                            ("/".join(p) for p in keras_layer_order(network, config))))
         source.update(file=os.path.basename(path), sha256=sha256_file(path))

@@ -9,6 +9,9 @@ One rule per source layout:
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 import numpy as np
 from flax import traverse_util
 
@@ -24,6 +27,17 @@ class ConversionError(DDMError):
     def __init__(self, message: str, matched: int = 0):
         super().__init__(message)
         self.matched = matched
+
+
+@dataclasses.dataclass(frozen=True)
+class DeclaredArray:
+    """An array as its file declares it: shape and dtype (that of what `load()` returns) are known
+    without reading, and `load()` reads the data. Rules compare every declared shape and dtype
+    before any `load()`, so a file that declares a huge array is refused before memory is asked for."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    load: Callable[[], np.ndarray]
 
 
 def keras_layer_order(network: str, config: DDMConfig | RegressorConfig) -> list[tuple[str, ...]]:
@@ -53,12 +67,17 @@ def _layer_specs(abstract_params) -> dict[tuple[str, ...], dict[str, tuple[int, 
     return specs
 
 
-def _as_float32(array: np.ndarray, where: str, matched: int) -> np.ndarray:
-    if not np.issubdtype(array.dtype, np.floating):
+def _check_dtype(array: DeclaredArray, where: str, matched: int) -> None:
+    if np.dtype(array.dtype).kind != "f":
         raise ConversionError(f"{where}: dtype {array.dtype} is not floating point", matched)
-    if not np.all(np.isfinite(array)):
+
+
+def _as_float32(array: DeclaredArray, where: str, matched: int) -> np.ndarray:
+    # float16 and float64 files convert exactly or by rounding, as Keras itself loads them.
+    values = np.asarray(array.load(), np.float32)
+    if not np.all(np.isfinite(values)):
         raise ConversionError(f"{where}: holds NaN or infinite values", matched)
-    return np.asarray(array, np.float32)
+    return values
 
 
 def check_params(params, abstract_params, network: str) -> None:
@@ -76,7 +95,7 @@ def check_params(params, abstract_params, network: str) -> None:
                                   f"expected {tuple(leaf.shape)}")
 
 
-def _leading_matches(sources: list[dict[str, np.ndarray]], specs: list[dict[str, tuple]]) -> int:
+def _leading_matches(sources: list[dict[str, DeclaredArray]], specs: list[dict[str, tuple]]) -> int:
     count = 0
     for source, spec in zip(sources, specs):
         if {k: tuple(v.shape) for k, v in source.items()} != spec:
@@ -97,8 +116,8 @@ def params_from_keras(layers, network: str, config, abstract_params):
         matched = _leading_matches([layer.weights for layer in layers], expected)
         raise ConversionError(f"{title}: the file has {len(layers)} weighted layers, {title} has {len(order)} "
                               f"(missing or extra layers; the first {matched} match)", matched)
-    flat = {}
-    for index, (path, layer) in enumerate(zip(order, layers)):
+    checked = []
+    for index, (path, layer) in enumerate(zip(order, layers)):  # every declared shape first, then reads
         name = "/".join(path)
         spec = specs[path]
         if set(layer.weights) != set(spec):
@@ -106,26 +125,24 @@ def params_from_keras(layers, network: str, config, abstract_params):
                                   f"{sorted(spec)}, the file has {sorted(layer.weights)}", index)
         for kind in sorted(spec, reverse=True):  # kernel before bias: the more telling shape
             shape, array = spec[kind], layer.weights[kind]
+            where = f"{title}: layer {name} (file layer {layer.name!r}) {kind}"
             if tuple(array.shape) != shape:
-                raise ConversionError(f"{title}: layer {name} (file layer {layer.name!r}) {kind}: "
-                                      f"expected shape {shape}, got {tuple(array.shape)}", index)
-            # Keras Conv1D (k, in, out) and Dense (in, out) are already Flax's layouts.
-            flat[path + (kind,)] = _as_float32(array, f"{title}: layer {name} (file layer {layer.name!r}) {kind}",
-                                               len(order))
+                raise ConversionError(f"{where}: expected shape {shape}, got {tuple(array.shape)}", index)
+            _check_dtype(array, where, index)
+            checked.append((path + (kind,), array, where))
+    # Keras Conv1D (k, in, out) and Dense (in, out) are already Flax's layouts.
+    flat = {key: _as_float32(array, where, len(order)) for key, array, where in checked}
     params = traverse_util.unflatten_dict(flat)
     check_params(params, abstract_params, network)
     return params
 
 
-def _from_torch_layout(array: np.ndarray) -> np.ndarray:
-    if array.ndim == 3:
-        return array.transpose(2, 1, 0)  # torch Conv1d (out, in, k) -> flax (k, in, out)
-    if array.ndim == 2:
-        return array.T  # torch Linear (out, in) -> flax (in, out)
-    return array  # bias
+def _torch_to_flax(array: np.ndarray) -> np.ndarray:
+    # torch Conv1d (out, in, k) -> flax (k, in, out) and Linear (out, in) -> (in, out): both reverse the axes.
+    return array.transpose(tuple(reversed(range(array.ndim))))
 
 
-def params_from_state_dict(state: dict[str, np.ndarray], network: str, abstract_params):
+def params_from_state_dict(state: dict[str, DeclaredArray], network: str, abstract_params):
     """Flax params for `network` from a state_dict of `ddm_jax.reference.torch_port`."""
     title = NETWORK_TITLES[network]
     expected = traverse_util.flatten_dict(abstract_params)
@@ -136,15 +153,16 @@ def params_from_state_dict(state: dict[str, np.ndarray], network: str, abstract_
     if missing or extra:
         raise ConversionError(f"{title}: state_dict keys missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
                               f"unexpected {extra[:5]}{' ...' if len(extra) > 5 else ''}", matched)
-    flat = {}
-    for path, leaf in expected.items():
+    for path, leaf in expected.items():  # every declared shape first, then reads
         key = key_of[path]
-        array = _from_torch_layout(state[key])
-        if tuple(array.shape) != tuple(leaf.shape):
+        declared = tuple(state[key].shape)
+        if declared[::-1] != tuple(leaf.shape):
             raise ConversionError(f"{title}: layer {'/'.join(path[:-1])} ({key}): expected shape "
-                                  f"{tuple(leaf.shape)} in Flax layout, got {tuple(array.shape)} "
-                                  f"(torch shape {tuple(state[key].shape)})", matched)
-        flat[path] = _as_float32(array, f"{title}: {key}", matched)
+                                  f"{tuple(leaf.shape)} in Flax layout, got {declared[::-1]} "
+                                  f"(torch shape {declared})", matched)
+        _check_dtype(state[key], f"{title}: {key}", matched)
+    flat = {path: _torch_to_flax(_as_float32(state[key_of[path]], f"{title}: {key_of[path]}", matched))
+            for path in expected}
     params = traverse_util.unflatten_dict(flat)
     check_params(params, abstract_params, network)
     return params

@@ -12,9 +12,14 @@ needs neither TensorFlow nor PyTorch.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
+import re
 import shutil
+import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -25,7 +30,7 @@ import orbax.checkpoint as ocp
 from ddm_jax import __version__
 from ddm_jax.config import DDMConfig, RegressorConfig, config_from_dict, config_to_dict
 from ddm_jax.errors import DDMError
-from ddm_jax.io import load_npz, save_npz_atomic
+from ddm_jax.io import load_npz, os_error, save_npz_atomic
 from ddm_jax.models import DDM, LineRatioRegressor, abstract_params
 from ddm_jax.trust import TrustCalibration, params_sha256
 
@@ -65,6 +70,8 @@ def save_checkpoint(path, ddm_params, regressor_params, metadata: dict, overwrit
     """Write the checkpoint atomically; `metadata` must hold 'ddm_config' and 'regressor_config' dicts
     (and may hold 'expects'); `trust` is saved with it (docs/trust.md)."""
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DDMError(f"{path} is a file, not a checkpoint folder; choose another output")
     if path.exists() and not overwrite:
         raise DDMError(f"{path} already exists (pass --overwrite to replace it)")
     for key in ("ddm_config", "regressor_config"):
@@ -73,26 +80,98 @@ def save_checkpoint(path, ddm_params, regressor_params, metadata: dict, overwrit
     _check_expects(metadata.get("expects", {}))
     if trust is not None:
         _check_trust(trust, ddm_params, path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # Orbax's own temporaries land inside the staging folder too, so one rmtree cleans any failure.
     staging = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+    except OSError as err:
+        raise os_error(path, err) from None
     tmp = staging / "checkpoint"
     to_numpy = lambda tree: jax.tree.map(np.asarray, tree)  # noqa: E731
     try:
-        _checkpointer().save(tmp.absolute(), args=ocp.args.Composite(
-            ddm=ocp.args.StandardSave(to_numpy(ddm_params)),
-            regressor=ocp.args.StandardSave(to_numpy(regressor_params)),
-            metadata=ocp.args.JsonSave({"format_version": FORMAT_VERSION, **metadata}),
-        ))
+        with _stderr_kept_aside():
+            _checkpointer().save(tmp.absolute(), args=ocp.args.Composite(
+                ddm=ocp.args.StandardSave(to_numpy(ddm_params)),
+                regressor=ocp.args.StandardSave(to_numpy(regressor_params)),
+                metadata=ocp.args.JsonSave({"format_version": FORMAT_VERSION, **metadata}),
+            ))
         if trust is not None:
             _write_trust(tmp, trust)
-        if path.exists():  # --overwrite: the old checkpoint goes only once the new one is whole
-            os.replace(path, staging / "old")
-        os.replace(tmp, path)
+        _replace_dir(tmp, path, staging / "old")
+    except DDMError:
+        raise
+    except Exception as err:  # orbax and tensorstore raise many types for a full disk or an unwritable folder
+        reason = _write_failure(err)
+        if reason is None:
+            raise
+        raise DDMError(f"{path}: cannot write the checkpoint ({reason}); nothing was written"
+                       + (" and the existing one is unchanged" if path.exists() else "")) from None
     finally:
-        shutil.rmtree(staging)
+        shutil.rmtree(staging, ignore_errors=True)
     return path
+
+
+@contextlib.contextmanager
+def _stderr_kept_aside(quiet_s: float = 0.5, wait_s: float = 10.0):
+    """Orbax's writer threads, and tensorstore's callbacks after them, print every failure
+    (tracebacks, from Python and from C++) while and after the save raises it. What goes to
+    stderr meanwhile is held (through a pipe: a full disk cannot refuse it) and replayed if the
+    save succeeds; after a failure it is dropped once they have been quiet for `quiet_s`, and
+    `save_checkpoint` reports the failure once, in one line."""
+    sys.stderr.flush()
+    read_end, write_end = os.pipe()
+    saved = os.dup(2)
+    kept, last_output = bytearray(), [time.monotonic()]
+
+    def drain():
+        while chunk := os.read(read_end, 1 << 16):
+            last_output[0] = time.monotonic()
+            kept.extend(chunk[: max(0, (1 << 20) - len(kept))])
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    os.dup2(write_end, 2)
+    failed = False
+    try:
+        yield
+    except BaseException:
+        failed = True
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and time.monotonic() - last_output[0] < quiet_s:
+            time.sleep(0.05)
+        raise
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        for fd in (saved, write_end):
+            os.close(fd)
+        reader.join()
+        os.close(read_end)
+        if not failed:
+            sys.stderr.write(kept.decode(errors="replace"))
+
+
+def _write_failure(err: Exception) -> str | None:
+    """The OS's reason for a failed write (tensorstore gives its error code in the message), or None
+    if `err` is not a failed write."""
+    if isinstance(err, OSError):
+        return err.strerror or str(err)
+    code = re.search(r"os_error_code='(\d+)'", str(err))
+    return os.strerror(int(code.group(1))) if code else None
+
+
+def _replace_dir(new: Path, path: Path, old: Path) -> None:
+    """Rename `new` to `path`; an existing `path` (--overwrite) goes only once the new one is in place."""
+    if not path.exists():
+        os.replace(new, path)
+        return
+    os.replace(path, old)
+    try:
+        os.replace(new, path)
+    except OSError:
+        os.replace(old, path)
+        raise
 
 
 def read_metadata(path) -> dict:

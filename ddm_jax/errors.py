@@ -3,3 +3,8 @@
 
 class DDMError(Exception):
     """Bad input, a bad weight file or checkpoint: the message says what and where."""
+
+
+class WriteFailed(DDMError, OSError):
+    """An output that could not be written (a full disk, an unwritable folder, a file in the way): a
+    one-line DDMError for the CLI, and still an OSError for callers that handle those."""

@@ -1,46 +1,161 @@
 """Safe file I/O: .npz reading without pickles, atomic writing (never a partial file), row-wise
 .npy reading and writing with pread/pwrite (no memory map, so resident memory stays flat),
-and the settings check that lets a job resume only as it was started."""
+and the settings check that lets a job resume only as it was started.
+
+Readers check what a file declares before they read it: an .npy header's shape and dtype against
+the bytes the file (or the zip member) holds, and the total against the memory available, so a
+file that promises more than it has is refused in one line instead of asking for the memory.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import io
 import json
+import math
 import os
 import tempfile
+import tokenize
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
-from ddm_jax.errors import DDMError
+from ddm_jax.errors import DDMError, WriteFailed
 
 
-def load_npz(path, what: str, required=()) -> dict[str, np.ndarray]:
-    """Every array of an .npz (pickles refused); a DDMError naming the file if it is unreadable
-    or lacks a `required` key. `what` names the kind of file in messages (e.g. 'PREPARED.npz')."""
+@dataclasses.dataclass(frozen=True)
+class Declared:
+    """What an .npy header declares: read without the data."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran_order: bool
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize  # Python ints: a hostile shape cannot overflow
+
+
+def read_npy_header(f: BinaryIO) -> Declared:
+    """The header of an .npy stream (file or zip member) positioned at its start; ValueError if malformed."""
+    version = np.lib.format.read_magic(f)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    try:
+        shape, fortran_order, dtype = read_header(f)
+    except tokenize.TokenError as err:  # numpy re-tokenises a header that does not parse, and lets this through
+        raise ValueError(f"the header does not parse ({err.args[0]})") from None
+    if any(n < 0 for n in shape):
+        raise ValueError(f"the header declares a negative dimension: shape {shape}")
+    return Declared(tuple(shape), dtype, fortran_order)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the kernel says are available (MemAvailable), or None where it does not say."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def refuse_beyond_memory(where, nbytes: int) -> None:
+    """A DDMError if reading `nbytes` (what a file declares, consistently) would not fit in memory."""
+    available = available_memory()
+    if available is not None and nbytes > available:
+        raise DDMError(f"{where}: declares {nbytes / 2**30:.1f} GiB of data, more than the {available / 2**30:.1f} "
+                       "GiB of memory available; split it into smaller files")
+
+
+def _npz_member(path: Path, what: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[str, Declared]:
+    """A member's key and header, checked against the member's size in the archive."""
+    if not info.filename.endswith(".npy"):
+        raise DDMError(f"{path}: not a {what}: member {info.filename!r} is not an .npy array")
+    key = info.filename[: -len(".npy")]
+    with archive.open(info) as member:
+        declared = read_npy_header(member)
+        header_bytes = member.tell()
+    if declared.dtype.hasobject:
+        raise DDMError(f"{path}: {key} holds pickled Python objects; only numeric and string arrays are read")
+    if header_bytes + declared.nbytes != info.file_size:
+        raise DDMError(f"{path}: {key} declares shape {declared.shape} {declared.dtype} ({declared.nbytes} bytes) "
+                       f"but its member holds {info.file_size - header_bytes} bytes of data")
+    return key, declared
+
+
+def load_npz(path, what: str, required=(), check: Callable[[dict[str, Declared]], None] | None = None,
+             keys=None) -> dict[str, np.ndarray]:
+    """The arrays of an .npz (pickles refused); a DDMError naming the file if it is unreadable or
+    lacks a `required` key. `what` names the kind of file in messages (e.g. 'PREPARED.npz').
+
+    Before any data is read, every member's header is checked against its size in the archive,
+    `check(declared)` may refuse the declared shapes and dtypes, and the arrays to read (`keys`,
+    default all) must fit in the memory available.
+    """
     path = Path(path)
     if not path.is_file():
         raise DDMError(f"{path}: no such file")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise DDMError(f"{path}: not a readable {what} ({err})") from None
-    missing = [key for key in required if key not in arrays]
-    if missing:
-        raise DDMError(f"{path}: not a {what}: lacks {', '.join(missing)}")
+        with zipfile.ZipFile(path) as archive:
+            infos = {}
+            declared = {}
+            for info in archive.infolist():
+                key, declared[key] = _npz_member(path, what, archive, info)
+                infos[key] = info
+            missing = [key for key in required if key not in declared]
+            if missing:
+                raise DDMError(f"{path}: not a {what}: lacks {', '.join(missing)}")
+            if check is not None:
+                check(declared)
+            keys = list(declared) if keys is None else [key for key in keys if key in declared]
+            refuse_beyond_memory(path, sum(declared[key].nbytes for key in keys))
+            arrays = {}
+            for key in keys:
+                with archive.open(infos[key]) as member:
+                    arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
+    except (OSError, ValueError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error) as err:
+        # RuntimeError: an encrypted member; NotImplementedError: an unknown compression method
+        raise DDMError(f"{path}: not a readable {what} ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+                       ) from None
     return arrays
 
 
+def os_error(path, err: OSError) -> WriteFailed:
+    """A one-line error for a failed write (a full disk, an unwritable folder, a file in the way)."""
+    where = f"{err.strerror}: {err.filename}" if err.strerror and err.filename else (err.strerror or str(err))
+    return WriteFailed(f"{path}: cannot write ({where})")
+
+
+@contextlib.contextmanager
+def writing(path):
+    """OSErrors inside the block become `os_error(path, ...)`: one line naming the output."""
+    try:
+        yield
+    except WriteFailed:
+        raise
+    except OSError as err:
+        raise os_error(path, err) from None
+
+
 def write_atomic(path, write: Callable[[BinaryIO], object]) -> Path:
-    """`write(file)` into a temporary file in the same folder, then rename: never a partial file."""
+    """`write(file)` into a temporary file in the same folder, then rename: never a partial file, and
+    an existing file at `path` stays as it was unless the new one is complete. OS errors are DDMErrors."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    if path.is_dir():
+        raise DDMError(f"{path}: is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    except OSError as err:
+        raise os_error(path, err) from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -48,8 +163,10 @@ def write_atomic(path, write: Callable[[BinaryIO], object]) -> Path:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it owner-only; give it an ordinary file's mode
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         os.unlink(tmp)
+        if isinstance(err, OSError) and not isinstance(err, WriteFailed):
+            raise os_error(path, err) from None
         raise
     return path
 
@@ -103,53 +220,70 @@ def changed_settings(path, settings: dict) -> list[str]:
 
 
 class NpyArray:
-    """Rows of a C-ordered `.npy` file, read with `pread` (no pickles, no memory map)."""
+    """Rows of an `.npy` file, read with `pread` (no pickles, no memory map).
+
+    Its header is checked against the file's length before anything else is read. A 2-D
+    Fortran-ordered array is read column by column, so its rows come out as a C-ordered file's.
+    """
 
     def __init__(self, path: Path, what: str):
         self.path, self.what = Path(path), what
         try:
             with open(self.path, "rb") as f:
-                version = np.lib.format.read_magic(f)
-                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                               else np.lib.format.read_array_header_2_0)
-                shape, fortran_order, dtype = read_header(f)
+                declared = read_npy_header(f)
                 self.offset = f.tell()
         except FileNotFoundError as err:
-            raise DDMError(f"{what} file {self.path} does not exist") from err
+            raise DDMError(f"{self.path}: {what} file does not exist") from err
         except (ValueError, OSError) as err:
-            raise DDMError(f"{what} file {self.path} is not a readable .npy array: {err}") from err
+            raise DDMError(f"{self.path}: {what} file is not a readable .npy array: {err}") from err
+        shape, dtype = declared.shape, declared.dtype
         if dtype.hasobject:
-            raise DDMError(f"{what} file {self.path} holds pickled Python objects; only numeric .npy arrays "
+            raise DDMError(f"{self.path}: {what} file holds pickled Python objects; only numeric .npy arrays "
                            "are accepted")
         if dtype.kind not in "fiub":
-            raise DDMError(f"{what} file {self.path} is not numeric (dtype {dtype})")
-        if fortran_order and len(shape) > 1:
-            raise DDMError(f"{what} file {self.path} is Fortran-ordered; save it with np.ascontiguousarray")
+            raise DDMError(f"{self.path}: {what} file is not numeric (dtype {dtype})")
+        if declared.fortran_order and len(shape) > 2:
+            raise DDMError(f"{self.path}: {what} file is a Fortran-ordered {len(shape)}-d array; save it with "
+                           "np.ascontiguousarray")
+        self.fortran = declared.fortran_order and len(shape) == 2
         self.dtype, self.shape = dtype, shape
         self._set_rows(shape[0] if shape else 1, shape[1:])
-        expected = self.offset + self.rows * self.row_bytes
+        expected = self.offset + declared.nbytes
         if self.path.stat().st_size < expected:
-            raise DDMError(f"{what} file {self.path} is truncated: {self.path.stat().st_size} bytes, "
+            raise DDMError(f"{self.path}: {what} file is truncated: {self.path.stat().st_size} bytes, "
                            f"its header promises {expected}")
 
     def _set_rows(self, rows: int, row_shape: tuple[int, ...]) -> None:
         self.rows, self.row_shape = rows, row_shape
-        self.row_bytes = self.dtype.itemsize * int(np.prod(row_shape, dtype=np.int64))
+        self.row_bytes = self.dtype.itemsize * math.prod(row_shape)
 
     def as_one_row(self) -> None:
-        """Read a 1-D array as a single row (one spectrum of shape (n_bins,))."""
-        self._set_rows(1, self.shape)
+        """Read a 1-D array, or an (n, 1) column, as a single row of shape (n,)."""
+        self.fortran = False  # an (n, 1) column has the same bytes in either order
+        self._set_rows(1, (math.prod(self.shape),))
+
+    def as_column(self) -> None:
+        """Read an (n, 1) array as n rows of one value."""
+        self.fortran = False
+        self._set_rows(self.shape[0], ())
 
     def read(self, start: int, stop: int) -> np.ndarray:
+        count = stop - start
         with open(self.path, "rb") as f:
-            raw = os.pread(f.fileno(), (stop - start) * self.row_bytes, self.offset + start * self.row_bytes)
-        return np.frombuffer(raw, self.dtype).reshape((stop - start,) + self.row_shape)
+            if self.fortran:  # column j of rows [start, stop) is contiguous in the file
+                size = self.dtype.itemsize
+                raw = b"".join(os.pread(f.fileno(), count * size, self.offset + (j * self.rows + start) * size)
+                               for j in range(self.shape[1]))
+                return np.frombuffer(raw, self.dtype).reshape(self.shape[1], count).T
+            raw = os.pread(f.fileno(), count * self.row_bytes, self.offset + start * self.row_bytes)
+        return np.frombuffer(raw, self.dtype).reshape((count,) + self.row_shape)
 
 
 class RowSource:
     """One logical array over a `.npy` file or a folder of `.npy` chunks (concatenated on axis 0).
 
-    A 1-D spectra file of shape (n_bins,) is one spectrum; a 0-D mass file is one mass.
+    A 1-D spectra file of shape (n_bins,), or a column (n_bins, 1), is one spectrum; a 0-D mass
+    file is one mass, and an (n, 1) mass file is n masses.
     """
 
     def __init__(self, path, what: str, row_width: int | None):
@@ -160,12 +294,14 @@ class RowSource:
         self.what, self.paths = what, files
         self.parts = [NpyArray(f, what) for f in files]
         for part in self.parts:
-            if row_width is not None and part.shape == (row_width,):
+            if row_width is not None and part.shape in ((row_width,), (row_width, 1)):
                 part.as_one_row()
+            if row_width is None and len(part.shape) == 2 and part.shape[1] == 1:
+                part.as_column()
             if row_width is not None and part.row_shape != (row_width,):
-                raise DDMError(f"{what} file {part.path} has shape {part.shape}; need (B, {row_width})")
-            if row_width is None and len(part.shape) > 1:
-                raise DDMError(f"{what} file {part.path} has shape {part.shape}; need one value per spectrum")
+                raise DDMError(f"{part.path}: {what} file has shape {part.shape}; need (B, {row_width})")
+            if row_width is None and part.row_shape:
+                raise DDMError(f"{part.path}: {what} file has shape {part.shape}; need one value per spectrum")
         self.starts = np.cumsum([0] + [p.rows for p in self.parts])
         self.rows = int(self.starts[-1])
         if self.rows == 0:

@@ -27,7 +27,7 @@ from ddm_jax import __version__
 from ddm_jax.batching import batch_ranges, pipelined, prefetched
 from ddm_jax.errors import DDMError
 from ddm_jax.inference import Decomposer, validate_inputs
-from ddm_jax.io import NpyArray, NpyWriter, RowSource, changed_settings, save_npz_atomic, write_json_atomic
+from ddm_jax.io import NpyArray, NpyWriter, RowSource, changed_settings, save_npz_atomic, write_json_atomic, writing
 from ddm_jax.trust import validate_ivar
 
 MANIFEST, JOB, DONE = "manifest.json", "job.json", "done.json"
@@ -63,30 +63,42 @@ def decompose_files(decomposer: Decomposer, spectra, mass=None, output=None, nor
         raise DDMError("--resume works with a folder output (-o DIR), not with an .npz file")
     if prepared and ivar is not None:
         raise DDMError("a PREPARED.npz carries its own ivar; drop --ivar")
+    if in_memory and output.is_dir():  # before the work, not after it
+        raise DDMError(f"{output}: is a folder; give a file name, or a folder name not ending in .npz")
     mass = None if mass is None else RowSource(mass, "mass", None)
     n_bins = decomposer.ddm.config.n_bins
     ivar = None if ivar is None else RowSource(ivar, "ivar", n_bins)
     if not in_memory:
         if share[1] > 1:
             output = output.with_name(f"{output.name}.share{share[0]}of{share[1]}")
-        return decompose_to_folder(decomposer, RowSource(spectra, "spectra", n_bins), mass, output,
-                                   normalize=normalize, chunk_size=decomposer.batch_size, resume=resume,
-                                   share=share, progress=progress, ivar=ivar)
+        with writing(output):  # a full disk or an unwritable folder: finished chunks stay for --resume
+            return decompose_to_folder(decomposer, RowSource(spectra, "spectra", n_bins), mass, output,
+                                       normalize=normalize, chunk_size=decomposer.batch_size, resume=resume,
+                                       share=share, progress=progress, ivar=ivar)
     carried = {}
     if prepared:
         from ddm_jax.prepare.pipeline import load_prepared
 
         arrays = load_prepared(spectra)
+        _check_rows(len(arrays["ids"]), mass, ivar)
         flux, ivar_rows = arrays["flux"], arrays["ivar"]
         carried = {"ids": arrays["ids"], "position": arrays["position"], **{key: arrays[key] for key in GATE_KEYS},
                    **{f"measured_{key}": arrays[key] for key in MEASURED_KEYS if key in arrays}}
     else:
         source = RowSource(spectra, "spectra", n_bins)
+        _check_rows(source.rows, mass, ivar)  # before reading: the counts are declared in the headers
         flux = source.read(0, source.rows)
         ivar_rows = None if ivar is None else ivar.read(0, ivar.rows)
     result = decomposer(flux, None if mass is None else mass.read(0, mass.rows), normalize=normalize,
                         progress=progress, ivar=ivar_rows)
     return save_npz_atomic(output, {"wavelength": decomposer.wavelength, **result, **carried})
+
+
+def _check_rows(count: int, mass: RowSource | None, ivar: RowSource | None) -> None:
+    if mass is not None and mass.rows != count:
+        raise DDMError(f"need one mass per spectrum: {count} spectra, {mass.rows} masses")
+    if ivar is not None and ivar.rows != count:
+        raise DDMError(f"need one ivar row per spectrum: {count} spectra, {ivar.rows} ivar rows")
 
 
 def share_range(rows: int, process_index: int, process_count: int) -> tuple[int, int]:
@@ -122,10 +134,7 @@ def decompose_to_folder(decomposer: Decomposer, spectra: RowSource, mass: RowSou
     partial = output.with_name(output.name + ".partial")
     if output.exists():
         raise DDMError(f"{output} already exists; choose another output or remove it")
-    if mass is not None and mass.rows != spectra.rows:
-        raise DDMError(f"need one mass per spectrum: {spectra.rows} spectra, {mass.rows} masses")
-    if ivar is not None and ivar.rows != spectra.rows:
-        raise DDMError(f"need one ivar row per spectrum: {spectra.rows} spectra, {ivar.rows} ivar rows")
+    _check_rows(spectra.rows, mass, ivar)
     start, stop = share_range(spectra.rows, *share)
     chunk = decomposer.padded_batch(chunk_size)
     job = {"spectra": spectra.fingerprint(), "mass": None if mass is None else mass.fingerprint(),
@@ -199,6 +208,11 @@ def merge_folders(parts: list, output) -> Path:
     output = Path(output)
     if output.exists():
         raise DDMError(f"{output} already exists")
+    with writing(output):
+        return _merge(parts, output)
+
+
+def _merge(parts: list, output: Path) -> Path:
     manifests = []
     for part in map(Path, parts):
         if not (part / MANIFEST).is_file():

@@ -103,7 +103,7 @@ def test_bad_files_are_named_and_the_batch_goes_on(tmp_path, capsys):
     expected = {"truncated.fits": "truncated FITS file", "no_ivar.fits": "lacks column(s) ivar",
                 "no_z.fits": "no redshift", "negative_z.npz": "redshift must be finite and >= 0",
                 "all_masked.npz": "every pixel is masked", "reversed.csv": "not finite and strictly increasing",
-                "no_ivar.npz": "lacks ivar", "corrupt.npz": "unreadable .npz file"}
+                "no_ivar.npz": "lacks ivar", "corrupt.npz": "not a readable .npz file"}
     for name, reason in expected.items():
         mentions = [line for line in err if line.startswith(str(batch / name))]
         assert len(mentions) == 1 and reason in mentions[0], (name, mentions)

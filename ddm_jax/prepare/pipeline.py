@@ -170,10 +170,7 @@ def prepare_spectra(spectra: list[readers.Spectrum], coverage: str = "refuse", s
 
 def write_prepared(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     """Write atomically (a temporary file in the same directory, then a rename)."""
-    try:
-        save_npz_atomic(path, arrays)
-    except OSError as err:
-        raise DDMError(f"{path}: cannot write ({err.strerror or err})") from None
+    save_npz_atomic(path, arrays)
 
 
 def run(inputs: list[str], output: str, coverage: str = "refuse", snr_policy: str = "skip",
@@ -182,6 +179,8 @@ def run(inputs: list[str], output: str, coverage: str = "refuse", snr_policy: st
     """The `prepare` command: read every input (files or directories), write `output` (and, with
     `plot_dir`, a figure of each spectrum's fits). Unreadable or invalid files are reported
     through `log` and left out. Returns the arrays."""
+    if Path(output).is_dir():  # before the work, not after it
+        raise DDMError(f"{output}: is a folder; give a file name")
     paths = readers.expand_inputs(inputs)
     if not paths:
         raise DDMError("no input files (directories are searched for "
@@ -208,30 +207,39 @@ def load_prepared(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read and check a PREPARED.npz; returns every array in it (module docstring).
 
     Raises DDMError naming the file if it is unreadable, lacks a REQUIRED_KEYS array, or the
-    shapes disagree with one another or with the rest-frame grid.
+    shapes disagree with one another or with the rest-frame grid: shapes and dtypes are checked
+    as the file declares them, before any data is read.
     """
     path = Path(path)
-    arrays = load_npz(path, "PREPARED.npz", REQUIRED_KEYS)
-    _check_shapes(path, arrays)
+    arrays = load_npz(path, "PREPARED.npz", REQUIRED_KEYS, check=lambda declared: _check_shapes(path, declared))
+    if not np.allclose(arrays["wavelength"], wavelength_grid()):
+        raise DDMError(f"{path}: wavelength is not the rest-frame grid 3700 + 2 i Angstrom")
     return arrays
 
 
-def _check_shapes(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    n = len(arrays["ids"])
-    n_lines = len(arrays["line_names"])
+def _check_shapes(path: Path, declared: dict) -> None:
+    """Shapes and dtypes (of arrays, or as an .npz declares them) against one another and the grid size."""
+    if len(declared["ids"].shape) != 1:
+        raise DDMError(f"{path}: ids has shape {declared['ids'].shape}, expected (n,): one id per spectrum")
+    n = declared["ids"].shape[0]
+    if len(declared["line_names"].shape) != 1:
+        raise DDMError(f"{path}: line_names has shape {declared['line_names'].shape}, expected (n_lines,)")
+    n_lines = declared["line_names"].shape[0]
     expected = {"flux": (n, N_BINS), "ivar": (n, N_BINS), "mask": (n, N_BINS), "wavelength": (N_BINS,),
                 "z": (n,), "ids": (n,), "line_names": (n_lines,), "line_flux": (n, n_lines),
                 "line_flux_err": (n, n_lines), "line_snr": (n, n_lines), "meets_snr": (n,),
                 "line_fit_ok": (n,), "broad_balmer": (n,), "passes_gate": (n,), "position": (n, 2),
                 "log_nii_ha": (n,), "log_oiii_hb": (n,), "log_sii_ha": (n,), "log_oi_ha": (n,)}
     for key, shape in expected.items():
-        if arrays[key].shape != shape:
-            raise DDMError(f"{path}: {key} has shape {arrays[key].shape}, expected {shape}")
+        if tuple(declared[key].shape) != shape:
+            raise DDMError(f"{path}: {key} has shape {tuple(declared[key].shape)}, expected {shape}")
     for key in ("ids", "line_names"):
-        if arrays[key].dtype.kind != "U":
-            raise DDMError(f"{path}: {key} must be strings, not {arrays[key].dtype}")
+        if declared[key].dtype.kind != "U":
+            raise DDMError(f"{path}: {key} must be strings, not {declared[key].dtype}")
     for key in set(expected) - {"ids", "line_names"}:
-        if arrays[key].dtype.kind not in "fiub":
-            raise DDMError(f"{path}: {key} is not numeric (dtype {arrays[key].dtype})")
-    if not np.allclose(arrays["wavelength"], wavelength_grid()):
-        raise DDMError(f"{path}: wavelength is not the rest-frame grid 3700 + 2 i Angstrom")
+        if declared[key].dtype.kind not in "fiub":
+            raise DDMError(f"{path}: {key} is not numeric (dtype {declared[key].dtype})")
+    for key in sorted(set(declared) - set(expected) - set(SHARED_KEYS)):  # the other per-spectrum outputs
+        if not declared[key].shape or declared[key].shape[0] != n:
+            raise DDMError(f"{path}: {key} has shape {tuple(declared[key].shape)}, expected one row per spectrum "
+                           f"({n})")

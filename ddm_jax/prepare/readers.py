@@ -35,6 +35,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import gzip
+import math
 import os
 import re
 import warnings
@@ -46,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from ddm_jax.errors import DDMError
+from ddm_jax.io import NpyArray, load_npz, refuse_beyond_memory
 
 FITS_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fit.gz")
 ARRAY_SUFFIXES = (".npy", ".npz", ".csv")
@@ -108,9 +110,16 @@ def spectrum_id(path: Path) -> str:
 
 # --- FITS files: one guarded open, a layout found by content --------------------------------------
 
+FITS_BLOCK = 2880  # bytes: FITS pads every header and data unit to a multiple of this
+_COMPRESSED = {b"BZh": "bzip2", b"PK\x03\x04": "zip"}  # astropy would decompress these too
+
+
 def read_fits_guarded(path: str | os.PathLike, parse: Callable):
     """`parse(hdul)` on the open FITS file, every failure a DDMError naming the file.
 
+    What the file declares is checked before astropy parses it (`_check_fits_structure`): every
+    header, and where its data lie, against the file's length (the decompressed stream, for a
+    gzipped file), and the file must fit in the memory available.
     astropy only warns that a file is short; the read may then fail obscurely or not at all:
     a truncation warning (or a compressed stream that ends early) wins over any other failure.
     `parse` must read all the data it needs before it returns (the file is closed after).
@@ -118,42 +127,146 @@ def read_fits_guarded(path: str | os.PathLike, parse: Callable):
     from astropy.io import fits  # heavy import: only FITS users pay for it
 
     path = Path(path)
+    refuse_beyond_memory(path, _check_fits_structure(path))
     result, failure = None, None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             with fits.open(path, memmap=False) as hdul:
+                _check_hdu_kinds(path, hdul)
                 result = parse(hdul)
         except DDMError as err:
             failure = err
         except EOFError as err:  # a .gz file cut short inside an HDU that was read
             raise DDMError(f"{path}: truncated FITS file ({err})") from None
-        except (OSError, ValueError, TypeError, IndexError, KeyError, zlib.error) as err:
+        except (OSError, ValueError, TypeError, IndexError, KeyError, zlib.error, fits.VerifyError) as err:
             failure = err
     truncated = next((w.message for w in caught if "truncated" in str(w.message)), None)
-    if truncated is None and path.name.lower().endswith(".gz"):
-        truncated = _gzip_cut_short(path)
     if truncated is not None:
         raise DDMError(f"{path}: truncated FITS file ({truncated})")
     if isinstance(failure, DDMError):
         raise failure
     if failure is not None:
-        raise DDMError(f"{path}: unreadable FITS file ({failure})")
+        raise DDMError(f"{path}: unreadable FITS file ({str(failure).splitlines()[0] if str(failure) else failure!r})")
     return result
 
 
-def _gzip_cut_short(path: Path) -> str | None:
-    """Why a gzip file's stream is incomplete, or None. astropy takes a compressed stream that
-    ends early for the end of the file: the HDUs after the cut just seem absent."""
+def _check_hdu_kinds(path: Path, hdul) -> None:
+    """Every HDU one astropy understands: it reads a damaged header as a bare unit without data."""
+    from astropy.io import fits
+
+    kinds = (fits.PrimaryHDU, fits.ImageHDU, fits.BinTableHDU, fits.TableHDU, fits.CompImageHDU, fits.GroupsHDU)
+    for index, hdu in enumerate(hdul):
+        if not isinstance(hdu, kinds):
+            raise DDMError(f"{path}: HDU {index} ({hdu.name or 'unnamed'}) is not a standard FITS unit (a damaged "
+                           "header)")
+
+
+MAX_HEADER_BLOCKS = 1000  # 2.9 MB of header: survey files use a few dozen blocks
+FITS_BITPIX = (8, 16, 32, 64, -32, -64)
+STRUCTURAL_CARDS = r"BITPIX|NAXIS\d*|PCOUNT|GCOUNT|TFIELDS|GROUPS"
+
+
+def _check_fits_structure(path: Path) -> int:
+    """Walk the FITS file's headers, skipping their data unread (a gzipped stream is decompressed
+    block by block, holding none of it), and refuse, before astropy parses anything, a header
+    that never ends, structural cards out of the standard's range (NAXIS and TFIELDS at most 999,
+    a known BITPIX, no negative size), data that would lie past the end of the file, and a
+    compressed stream that ends early (astropy would take its end for the end of the file).
+    Returns the file's (decompressed) length."""
     try:
-        with gzip.open(path) as stream:
-            while stream.read(1 << 24):
-                pass
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as err:
+        raise DDMError(f"{path}: cannot read ({err.strerror or err})") from None
+    for magic, name in _COMPRESSED.items():
+        if head.startswith(magic):
+            raise DDMError(f"{path}: a {name}-compressed file; FITS files are read plain or gzipped")
+    zipped = head.startswith(b"\x1f\x8b")
+    try:
+        with gzip.open(path) if zipped else open(path, "rb") as stream:
+            length = path.stat().st_size if not zipped else None
+            index = 0
+            while True:
+                cards = _read_header(path, stream, index)
+                if cards is None:
+                    break
+                size = _declared_data_size(path, cards, index)
+                padded = -(-size // FITS_BLOCK) * FITS_BLOCK
+                data_start = stream.tell()
+                stream.seek(min(padded, 1 << 62), os.SEEK_CUR)  # past the end at most: seek offsets are 64-bit
+                end = stream.tell() if zipped else min(data_start + padded, length)
+                if data_start + padded - end >= FITS_BLOCK:  # the last block's padding may be missing
+                    name = cards.get("EXTNAME", f"#{index}").strip("' ") or f"#{index}"
+                    axes = " x ".join(cards.get(f"NAXIS{i}", "?") for i in range(1, int(cards.get("NAXIS", 0)) + 1))
+                    raise DDMError(f"{path}: truncated FITS file: HDU {name} declares {padded} bytes of data (NAXIS "
+                                   f"{axes or 'none'}, BITPIX {cards.get('BITPIX')}) from byte {data_start}, but the "
+                                   f"file holds {end if zipped else length} bytes")
+                index += 1
+            if zipped:
+                while stream.read(1 << 22):  # to the end: a stream cut short raises EOFError
+                    pass
+                length = stream.tell()
     except EOFError as err:
-        return str(err)
-    except (OSError, zlib.error):
-        return None  # corrupt rather than short: the read itself reports it
-    return None
+        raise DDMError(f"{path}: truncated FITS file ({err})") from None
+    except (OSError, zlib.error) as err:
+        raise DDMError(f"{path}: {'corrupt gzip stream' if zipped else 'cannot read'} ({err})") from None
+    return length
+
+
+def _read_header(path: Path, stream, index: int) -> dict[str, str] | None:
+    """The next header's cards (keyword: value text), or None at the end of the HDUs (the end of
+    the file, or what follows the last HDU not being an extension header)."""
+    cards: dict[str, str] = {}
+    for block_number in range(MAX_HEADER_BLOCKS):
+        block = stream.read(FITS_BLOCK)
+        if block_number == 0 and (not block.strip(b"\0") or not block.startswith(b"SIMPLE" if index == 0
+                                                                                 else b"XTENSION")):
+            if index == 0:
+                raise DDMError(f"{path}: not a FITS file (it does not start with a SIMPLE card)")
+            return None  # padding or other bytes after the last HDU: astropy ignores them too
+        if len(block) < FITS_BLOCK:
+            raise DDMError(f"{path}: truncated FITS file: header {index} ends at byte {stream.tell()}")
+        for at in range(0, FITS_BLOCK, 80):
+            card = block[at:at + 80].decode("ascii", "replace")
+            key = card[:8].strip()
+            if key == "END":
+                return cards
+            if card[8:10] != "= ":
+                continue
+            if key in cards and re.fullmatch(STRUCTURAL_CARDS, key):  # which one would astropy believe?
+                raise DDMError(f"{path}: header {index} has two {key} cards")
+            cards.setdefault(key, card[10:].split("/", 1)[0].strip())
+    raise DDMError(f"{path}: header {index} has no END card within {MAX_HEADER_BLOCKS} blocks")
+
+
+def _declared_data_size(path: Path, cards: dict[str, str], index: int) -> int:
+    """Bytes of data a header declares: |BITPIX| / 8 x GCOUNT x (PCOUNT + NAXIS1 x ... x NAXISn)."""
+
+    def integer(key: str, default: int | None, low: int, high: int | None = None) -> int:
+        text = cards.get(key)
+        if text is None and default is not None:
+            return default
+        try:
+            value = int(text)
+        except (TypeError, ValueError):
+            raise DDMError(f"{path}: header {index}: {key} is {'missing' if text is None else repr(text)}, "
+                           "not an integer") from None
+        if value < low or (high is not None and value > high):
+            raise DDMError(f"{path}: header {index}: {key} = {value} is outside the FITS standard's range")
+        return value
+
+    bitpix = integer("BITPIX", None, -64, 64)
+    if bitpix not in FITS_BITPIX:
+        raise DDMError(f"{path}: header {index}: BITPIX = {bitpix} is not one of {FITS_BITPIX}")
+    naxis = integer("NAXIS", None, 0, 999)
+    integer("TFIELDS", 0, 0, 999)
+    axes = [integer(f"NAXIS{i}", None, 0) for i in range(1, naxis + 1)]
+    if index == 0 and cards.get("GROUPS") == "T" and axes and axes[0] == 0:
+        axes = axes[1:]  # random groups: NAXIS1 = 0 is not a dimension
+    if not axes:
+        return 0
+    return abs(bitpix) // 8 * integer("GCOUNT", 1, 0) * (integer("PCOUNT", 0, 0) + math.prod(axes))
 
 
 def _hdu_names(hdul) -> list[str]:
@@ -234,8 +347,7 @@ def _coadd_columns(path: Path, hdul) -> dict[str, np.ndarray]:
         table = hdul[1]  # older spec files leave the first extension unnamed
     else:
         raise DDMError(f"{path}: no COADD table (is this an SDSS spec-*.fits file?)")
-    columns = getattr(table, "columns", None)  # an image HDU has none
-    names = [n.lower() for n in columns.names] if columns is not None else []
+    names = [n.lower() for n in _column_names(table)]
     missing = [c for c in COADD_COLUMNS if c not in names]
     if missing:
         raise DDMError(f"{path}: COADD table lacks column(s) {', '.join(missing)}")
@@ -243,8 +355,15 @@ def _coadd_columns(path: Path, hdul) -> dict[str, np.ndarray]:
             for c in COADD_COLUMNS}
 
 
+def _column_names(hdu) -> list[str]:
+    """A table's column names, upper case; none for an image (where a damaged file has one), and
+    none for a column whose TTYPE card is missing (astropy names it None)."""
+    columns = getattr(hdu, "columns", None)
+    return [name.upper() for name in columns.names if name] if columns is not None else []
+
+
 def _specobj_z(hdul) -> float | None:
-    if "SPECOBJ" not in hdul or "Z" not in [n.upper() for n in hdul["SPECOBJ"].columns.names]:
+    if "SPECOBJ" not in hdul or "Z" not in _column_names(hdul["SPECOBJ"]):
         return None
     return float(np.asarray(hdul["SPECOBJ"].data["Z"]).ravel()[0])
 
@@ -262,7 +381,7 @@ def _desi_from_hdul(path: Path, hdul) -> list[Spectrum]:
     names = _hdu_names(hdul)
     arms = _desi_arms(names)
     fibermap = hdul["FIBERMAP"]
-    if fibermap.columns is None or "TARGETID" not in [c.upper() for c in fibermap.columns.names]:
+    if "TARGETID" not in _column_names(fibermap):
         raise DDMError(f"{path}: FIBERMAP lacks column TARGETID")
     targets = np.asarray(fibermap.data["TARGETID"]).astype(np.int64)
     wavelengths, fluxes, ivars, goods = [], [], [], []
@@ -365,7 +484,7 @@ def read_desi_redshifts(path: str | os.PathLike) -> dict[int, tuple[float, int]]
         hdu = next((name for _, name in DESI_REDSHIFT_FILES if name in hdul), None)
         if hdu is None:
             raise DDMError(f"{path}: no REDSHIFTS or ZBEST table (HDUs: {', '.join(_hdu_names(hdul))})")
-        columns = [c.upper() for c in hdul[hdu].columns.names]
+        columns = _column_names(hdul[hdu])
         missing = [c for c in ("TARGETID", "Z") if c not in columns]
         if missing:
             raise DDMError(f"{path}: {hdu} table lacks column(s) {', '.join(missing)}")
@@ -510,7 +629,9 @@ def read_array_file(path: str | os.PathLike) -> list[Spectrum]:
     .npz `flux`, `ivar`, `mask` may be (N,) or (M, N) for M spectra; `wavelength` (N,) or (M, N).
     .npy: one (N, 3) or (3, N) array of columns wavelength, flux, ivar.
     .csv: columns wavelength, flux, ivar[, mask] with that header, or in that order without one.
-    ivar is required: the S/N gate needs errors. A nonzero mask marks a bad pixel.
+    ivar is required: the S/N gate needs errors. A nonzero mask marks a bad pixel. Shapes are
+    checked as the file declares them (.npy/.npz headers) or as it streams (CSV) before the data
+    are held in memory; any numeric dtype, byte order or memory order is converted to float64.
     """
     path = Path(path)
     suffix = _suffix(path)
@@ -521,44 +642,95 @@ def read_array_file(path: str | os.PathLike) -> list[Spectrum]:
         return [_from_columns(path, spectrum_id(path), columns, z=None)]
     except DDMError:
         raise
-    except (OSError, ValueError, KeyError, IndexError, EOFError, zipfile.BadZipFile) as err:
-        raise DDMError(f"{path}: unreadable {suffix} file ({err})") from None
+    except (OSError, ValueError, KeyError, IndexError, EOFError, csv.Error, zipfile.BadZipFile) as err:
+        raise DDMError(f"{path}: unreadable {suffix} file ({str(err).splitlines()[0] if str(err) else err!r})"
+                       ) from None
 
 
 def _read_npy(path: Path) -> dict[str, np.ndarray]:
-    array = np.load(path, allow_pickle=False)
-    if array.ndim == 2 and array.shape[0] == 3 and array.shape[1] != 3:
-        array = array.T
-    if array.ndim != 2 or array.shape[1] != 3:
-        raise DDMError(f"{path}: expected an (N, 3) array of wavelength, flux, ivar; got shape {array.shape}")
-    return dict(zip(("wavelength", "flux", "ivar"), array.T.astype(np.float64)))
+    array = NpyArray(path, "spectrum")
+    shape = array.shape
+    if len(shape) != 2 or 3 not in shape:
+        raise DDMError(f"{path}: expected an (N, 3) array of wavelength, flux, ivar; got shape {shape}")
+    values = array.read(0, array.rows).astype(np.float64)
+    if shape[1] != 3:  # (3, N)
+        values = values.T
+    return dict(zip(("wavelength", "flux", "ivar"), values.T))
+
+
+CSV_COLUMNS = ("wavelength", "flux", "ivar", "mask")
+MAX_CSV_ROWS = 1_000_000  # pixels of one spectrum; survey spectra have 4,000-8,000
+MAX_CSV_LINE = 4096  # characters: four numbers need far fewer
+
+
+def _csv_lines(path: Path, handle):
+    """The file's lines, refusing one longer than MAX_CSV_LINE before it is held whole."""
+    for number, line in enumerate(iter(lambda: handle.readline(MAX_CSV_LINE + 1), ""), start=1):
+        if len(line) > MAX_CSV_LINE:
+            raise DDMError(f"{path}: line {number} is longer than {MAX_CSV_LINE} characters")
+        yield line
 
 
 def _read_csv(path: Path) -> dict[str, np.ndarray]:
+    header, columns, rows = None, [], 0
+    block: list[list[float]] = []
     with open(path, newline="") as handle:
-        rows = [r for r in csv.reader(handle) if r and not r[0].lstrip().startswith("#")]
-    if not rows:
+        for fields in csv.reader(_csv_lines(path, handle)):
+            if not fields or fields[0].lstrip().startswith("#"):
+                continue
+            if header is None:
+                try:
+                    float(fields[0])
+                    header = list(CSV_COLUMNS[: len(fields)])  # no header: this order
+                except ValueError:
+                    header = [h.strip().lower() for h in fields]
+                    if len(header) > len(CSV_COLUMNS) or len(set(header)) != len(header):
+                        raise DDMError(f"{path}: header names {len(header)} columns ({', '.join(header[:6])}); "
+                                       f"expected at most {', '.join(CSV_COLUMNS)}, each once") from None
+                    continue
+            if len(fields) != len(header):
+                raise DDMError(f"{path}: the header names {len(header)} columns, row {rows + 1} has {len(fields)}")
+            rows += 1
+            if rows > MAX_CSV_ROWS:
+                raise DDMError(f"{path}: more than {MAX_CSV_ROWS} rows; one spectrum per CSV file is expected")
+            block.append([float(v) for v in fields])
+            if len(block) == 65536:  # lists of floats cost ~10x an array: convert as it streams
+                columns.append(np.array(block, np.float64))
+                block = []
+    if header is None or rows == 0:
         raise DDMError(f"{path}: empty CSV file")
-    try:
-        float(rows[0][0])
-        header = ["wavelength", "flux", "ivar", "mask"][: len(rows[0])]  # no header: this order
-    except ValueError:
-        header, rows = [h.strip().lower() for h in rows[0]], rows[1:]
-    values = np.array(rows, dtype=np.float64)
-    if values.ndim != 2 or values.shape[1] != len(header):
-        raise DDMError(f"{path}: the header names {len(header)} columns, the rows have {values.shape[-1]}")
+    values = np.concatenate(columns + [np.array(block, np.float64).reshape(-1, len(header))])
     return {name: values[:, i] for i, name in enumerate(header)}
 
 
-def _read_npz(path: Path) -> list[Spectrum]:
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    if "format" in arrays:  # e.g. PREPARED.npz: rest frame already; de-redshifting again would be wrong
-        raise DDMError(f"{path}: is a {arrays['format']} file, already on the rest-frame grid: give it to "
-                       "`ddm-jax decompose`, not to `prepare`")
-    missing = [k for k in ("wavelength", "flux", "ivar") if k not in arrays]
+NPZ_KEYS = ("wavelength", "flux", "ivar", "mask", "z", "ids")
+
+
+def _check_npz(path: Path, declared: dict) -> None:
+    """The shapes an .npz of spectra declares, before its data are read."""
+    if "format" in declared:  # e.g. PREPARED.npz: rest frame already; de-redshifting again would be wrong
+        raise DDMError(f"{path}: is a prepared file (it has a 'format' entry), already on the rest-frame grid: "
+                       "give it to `ddm-jax decompose`, not to `prepare`")
+    missing = [k for k in ("wavelength", "flux", "ivar") if k not in declared]
     if missing:
-        raise DDMError(f"{path}: lacks {', '.join(missing)} (has {', '.join(sorted(arrays))})")
+        raise DDMError(f"{path}: lacks {', '.join(missing)} (has {', '.join(sorted(declared))})")
+    flux = declared["flux"].shape
+    if len(flux) not in (1, 2):
+        raise DDMError(f"{path}: flux has shape {flux}; expected (N,) or (M, N)")
+    count, n = (1, flux[0]) if len(flux) == 1 else flux
+    allowed = {"wavelength": ((n,), (count, n)), "ivar": (flux,), "mask": (flux,), "z": ((), (count,)),
+               "ids": ((count,),)}
+    for key, shapes in allowed.items():
+        if key in declared and declared[key].shape not in shapes:
+            raise DDMError(f"{path}: {key} has shape {declared[key].shape}; with flux {flux} expected "
+                           f"{' or '.join(map(str, shapes))}")
+    for key in ("wavelength", "flux", "ivar", "mask", "z"):
+        if key in declared and declared[key].dtype.kind not in "fiub":
+            raise DDMError(f"{path}: {key} is not numeric (dtype {declared[key].dtype})")
+
+
+def _read_npz(path: Path) -> list[Spectrum]:
+    arrays = load_npz(path, ".npz file", check=lambda declared: _check_npz(path, declared), keys=NPZ_KEYS)
     flux, wavelength = arrays["flux"], arrays["wavelength"]
     flux2 = np.atleast_2d(flux)
     ids = arrays.get("ids")
@@ -697,11 +869,20 @@ def read_z_table(path: str | os.PathLike) -> dict[str, float]:
     path = Path(path)
     try:
         with open(path, newline="") as handle:
-            reader = csv.DictReader(handle)
-            if reader.fieldnames is None or not {"id", "z"} <= {f.strip() for f in reader.fieldnames}:
+            rows = csv.reader(_csv_lines(path, handle))
+            header = [name.strip() for name in next(rows, [])]
+            if "id" not in header or "z" not in header:
                 raise DDMError(f"{path}: redshift table needs a header with columns id,z")
-            return {row["id"].strip(): float(row["z"]) for row in reader}
+            at_id, at_z = header.index("id"), header.index("z")
+            table = {}
+            for number, fields in enumerate(rows, start=2):
+                if not fields:
+                    continue
+                if len(fields) != len(header):
+                    raise DDMError(f"{path}: line {number} has {len(fields)} fields, the header {len(header)}")
+                table[fields[at_id].strip()] = float(fields[at_z])
+            return table
     except OSError as err:
         raise DDMError(f"{path}: cannot read redshift table ({err.strerror})") from None
-    except (ValueError, TypeError) as err:
+    except (ValueError, csv.Error) as err:
         raise DDMError(f"{path}: bad redshift table ({err})") from None
