@@ -130,13 +130,15 @@ def validate_inputs(spectra, mass, n_bins: int, normalize: bool = True,
     if spectra.ndim != 2 or spectra.shape[1] != n_bins:
         raise DDMError(f"spectra must have shape (B, {n_bins}) or ({n_bins},) on the 2 A rest-frame grid, "
                        f"got {spectra.shape}")
+    with np.errstate(over="ignore"):
+        spectra = spectra.astype(np.float32)  # a value beyond float32's range becomes inf: refused below
     bad = np.flatnonzero(~np.isfinite(spectra).all(axis=1))
     if bad.size:
-        raise DDMError(f"{bad.size} spectra hold NaN or inf (first: row {first_row + bad[0]}); "
-                       "mask or drop them first")
+        raise DDMError(f"{bad.size} spectra hold NaN, inf or values beyond float32's range (first: row "
+                       f"{first_row + bad[0]}); mask or drop them first")
     count = spectra.shape[0]
     if not normalize:
-        return spectra.astype(np.float32), np.ones(count, np.float32)
+        return spectra, np.ones(count, np.float32)
     if mass is None:
         raise DDMError("a mass per spectrum (--mass) is needed to normalise; for spectra that are "
                        "already normalised pass --no-normalize")
@@ -145,7 +147,8 @@ def validate_inputs(spectra, mass, n_bins: int, normalize: bool = True,
         raise DDMError(f"mass must be numeric, got dtype {mass.dtype}")
     if mass.size != count:
         raise DDMError(f"need one mass per spectrum: {count} spectra, mass has shape {mass.shape}")
-    mass = mass.reshape(count)
+    with np.errstate(over="ignore"):
+        mass = mass.reshape(count).astype(np.float32)
     bad = np.flatnonzero(~(np.isfinite(mass) & (mass > 0)))
     if bad.size:
         raise DDMError(f"mass must be finite and positive; {bad.size} are not (first: row {first_row + bad[0]}, "
@@ -155,7 +158,7 @@ def validate_inputs(spectra, mass, n_bins: int, normalize: bool = True,
     if flat.size:
         raise DDMError(f"{flat.size} spectra are constant over 4000-7000 A and cannot be normalised "
                        f"(first: row {first_row + flat[0]})")
-    return spectra.astype(np.float32), mass.astype(np.float32)
+    return spectra, mass
 
 
 class Decomposer:

@@ -78,6 +78,9 @@ def test_one_spectrum_as_a_column(decomposer, tmp_path, flux):
     (np.asfortranarray(np.ones((3, 2208, 1))), MASS[:3], "Fortran-ordered 3-d array"),
     (np.ones((3, 2208)), np.ones((3, 2)), r"has shape \(3, 2\); need one value per spectrum"),
     (np.ones((3, 2208)), np.array(["1", "2", "3"]), "not numeric"),
+    # float64 values that float32 cannot hold: inf after the cast, so refused rather than passed on
+    (np.where(np.arange(2208) == 9, 1e300, np.ones((3, 2208))), MASS[:3], "beyond float32's range"),
+    (np.ones((3, 2208)), np.array([1.0, 1e300, 1.0]), "mass must be finite and positive"),
 ])
 def test_what_has_no_clear_meaning_is_refused_in_one_line(decomposer, tmp_path, spectra, mass, message):
     with pytest.raises(DDMError, match=message) as err:
