@@ -134,7 +134,7 @@ def validate_inputs(spectra, mass, n_bins: int, normalize: bool = True,
         spectra = spectra.astype(np.float32)  # a value beyond float32's range becomes inf: refused below
     bad = np.flatnonzero(~np.isfinite(spectra).all(axis=1))
     if bad.size:
-        raise DDMError(f"{bad.size} spectra hold NaN, inf or values beyond float32's range (first: row "
+        raise DDMError(f"{bad.size} spectra hold NaN or inf, or values beyond float32's range (first: row "
                        f"{first_row + bad[0]}); mask or drop them first")
     count = spectra.shape[0]
     if not normalize:
