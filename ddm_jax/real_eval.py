@@ -28,6 +28,7 @@ from ddm_jax.constants import N_BINS, NII_HA, OIII_HB, SII_HA, norm_window_slice
 from ddm_jax.errors import DDMError
 from ddm_jax.io import load_npz
 from ddm_jax.prepare.lines import LINE_NAMES, SNR_MIN
+from ddm_jax.trust import composite_ivar
 
 DEFAULT_FILE = "real_eval.npz"
 DETECTION_SNR = 3.0
@@ -134,12 +135,9 @@ def real_composites(real_set: dict[str, np.ndarray], weights=COMPOSITE_WEIGHTS,
     sf_index = np.repeat(np.repeat(sf, agn.size), weights.size)
     agn_index = np.repeat(np.tile(agn, sf.size), weights.size)
     w = np.tile(weights, sf.size * agn.size)[:, None]
-    ivar_sf, ivar_agn = ivar[sf_index], ivar[agn_index]
-    good = (ivar_sf > 0) & (ivar_agn > 0)
-    variance = w**2 / np.where(good, ivar_sf, 1.0) + (1 - w) ** 2 / np.where(good, ivar_agn, 1.0)
     return {
         "composite": (w * flux[sf_index] + (1 - w) * flux[agn_index]).astype(np.float32),
-        "ivar": np.where(good, 1 / variance, 0.0).astype(np.float32),
+        "ivar": composite_ivar(ivar[sf_index], ivar[agn_index], w[:, 0]),
         "mask": real_set["mask"][sf_index] | real_set["mask"][agn_index],
         "true_sf_fraction": w[:, 0].astype(np.float32),
         "sf_index": sf_index, "agn_index": agn_index,

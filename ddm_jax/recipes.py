@@ -181,9 +181,8 @@ def held_out_composites(recipe: Recipe, held_out: SpectralLibrary) -> dict[str, 
     arrays = {"composite": composites, "mass": mass, "true_sf_fraction": w, "true_sf_spectrum": sf_true,
               "true_agn_spectrum": agn_true, "true_line_ratios": lines}
     if held_out.has_ivar:
-        variance = (w[:, None] ** 2 / held_out.sf_ivar[sf_index]
-                    + (1 - w[:, None]) ** 2 / held_out.agn_ivar[agn_index])
-        arrays["ivar"] = 1.0 / variance
+        arrays["ivar"] = trust.composite_ivar(np.asarray(held_out.sf_ivar[sf_index]),
+                                              np.asarray(held_out.agn_ivar[agn_index]), np.asarray(w))
     return {key: np.asarray(value) for key, value in arrays.items()}
 
 

@@ -242,7 +242,7 @@ def calibrate(ddm_params, ddm_config: DDMConfig, spectra, mass=None, ivar=None, 
 def composite_ivar(sf_ivar, agn_ivar, sf_weight):
     """ivar of w·SF + (1 − w)·AGN from its parts' (0 where either part has none)."""
     w = sf_weight[:, None]
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # a bin without data: 0 below, whatever w
         variance = w**2 / sf_ivar + (1 - w) ** 2 / agn_ivar
     return np.where((sf_ivar > 0) & (agn_ivar > 0), 1.0 / variance, 0.0).astype(np.float32)
 
