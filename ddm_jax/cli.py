@@ -11,7 +11,8 @@ from pathlib import Path
 
 from ddm_jax.errors import DDMError
 
-COMMANDS = ("convert", "decompose", "calibrate", "merge", "example", "prepare", "train", "evaluate", "plot", "demo")
+COMMANDS = ("convert", "decompose", "calibrate", "merge", "export", "example", "prepare", "train", "evaluate",
+            "plot", "report", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -161,6 +162,15 @@ def validate_inputs(spectra, mass, n_bins: int, normalize: bool = True,
     return spectra, mass
 
 
+def checkpoint_sources(metadata: dict) -> str:
+    """One line on what a checkpoint was made from: converted weight files, or what it was trained on."""
+    sources = metadata.get("sources")
+    if sources:
+        return "; ".join(f"{name}: {src.get('file', '?')} sha256 {str(src.get('sha256', '?'))[:16]}"
+                         for name, src in sources.items())
+    return f"trained on {metadata.get('expects', {}).get('trained_on', 'unknown data')}"
+
+
 class Decomposer:
     """Holds both networks' params and runs `decompose_batch` over any number of spectra.
 
@@ -195,6 +205,7 @@ class Decomposer:
         self.samples, self.seed = samples, seed
         self.trust, self.needs_mass = trust, needs_mass  # needs_mass False: a missing mass means ones
         self.wavelength = wavelength_grid(ddm_config.n_bins)
+        self.checkpoint = {}  # where the params came from: set by from_checkpoint
 
     @classmethod
     def from_checkpoint(cls, path, **kwargs) -> Decomposer:
@@ -202,10 +213,13 @@ class Decomposer:
         from ddm_jax.checkpoint import load_checkpoint, load_trust  # keeps orbax off the import path of pure users
 
         ddm_params, regressor_params, metadata = load_checkpoint(path)
-        return cls(ddm_params, regressor_params, config_from_dict(DDMConfig, metadata["ddm_config"]),
-                   config_from_dict(RegressorConfig, metadata["regressor_config"]),
-                   trust=load_trust(path, ddm_params), needs_mass=metadata.get("expects", {}).get("needs_mass", True),
-                   **kwargs)
+        decomposer = cls(ddm_params, regressor_params, config_from_dict(DDMConfig, metadata["ddm_config"]),
+                         config_from_dict(RegressorConfig, metadata["regressor_config"]),
+                         trust=load_trust(path, ddm_params),
+                         needs_mass=metadata.get("expects", {}).get("needs_mass", True), **kwargs)
+        decomposer.checkpoint = {"checkpoint": str(Path(path).absolute()),
+                                 "checkpoint_sources": checkpoint_sources(metadata)}
+        return decomposer
 
     def padded_batch(self, rows: int) -> int:
         """`rows` rounded up to a multiple of the device count."""
@@ -248,6 +262,12 @@ class Decomposer:
             specs.update({std: specs[std[:-len("_std")]] for std in STD_KEYS})
         return specs
 
+    def provenance(self) -> dict:
+        """What made the outputs, for a file's provenance (`catalog.PROVENANCE_CARDS` items)."""
+        described = self.describe()
+        return {**self.checkpoint, "params_sha256": described["params_sha256"], "bpt_scheme": self.bpt_scheme,
+                "precision": self.precision, "mc_samples": self.samples, "mc_seed": self.seed}
+
     def describe(self) -> dict:
         """What determines the outputs: configs, BPT scheme and a digest of the params and trust calibration."""
         digest = hashlib.sha256()
@@ -263,14 +283,27 @@ class Decomposer:
         return np.ones(rows, np.float32) if mass is None and normalize and not self.needs_mass else mass
 
     def __call__(self, spectra, mass=None, normalize: bool = True,
-                 progress: Callable[[int, int], None] | None = None, ivar=None) -> dict[str, np.ndarray]:
+                 progress: Callable[[int, int], None] | None = None, ivar=None, *, z=None,
+                 coverage: str = "refuse"):
         """Decompose spectra (B, n_bins) or (n_bins,), with optional inverse variances `ivar` of the
         same shape: a dict of NumPy arrays with B rows (OUTPUT_KEYS, TRUST_KEYS, and STD_KEYS with
         Monte-Carlo dropout).
 
+        `spectra` may instead be a `specutils.Spectrum` (or a list of them) in any units and frame,
+        with its uncertainty; `z` (default: each Spectrum's redshift) and `coverage` apply to those
+        only. Then the result is a `spectra.SpectrumResult`: Spectrum parts and an astropy Table.
+
         Batches are padded to a fixed size so that one compilation serves all; the next batch is
         dispatched before the previous one's results are fetched.
         """
+        from ddm_jax import spectra as spectrum_api
+
+        if spectrum_api.is_spectrum(spectra):
+            if ivar is not None:
+                raise DDMError("a Spectrum carries its own uncertainty; drop ivar")
+            return spectrum_api.decompose_spectra(self, spectra, mass, normalize, progress, z, coverage)
+        if z is not None:
+            raise DDMError("z applies to specutils.Spectrum inputs; arrays are on the rest-frame grid already")
         n_rows = np.shape(spectra)[0] if np.ndim(spectra) == 2 else 1
         spectra, mass = validate_inputs(spectra, self.default_mass(mass, n_rows, normalize), self.ddm.config.n_bins,
                                         normalize)

@@ -25,16 +25,20 @@ import numpy as np
 
 from ddm_jax import __version__
 from ddm_jax.batching import batch_ranges, pipelined, prefetched
+from ddm_jax.catalog import is_fits_name, provenance_now, write_output
 from ddm_jax.errors import DDMError
 from ddm_jax.inference import Decomposer, validate_inputs
-from ddm_jax.io import NpyArray, NpyWriter, RowSource, changed_settings, save_npz_atomic, write_json_atomic, writing
+from ddm_jax.io import NpyArray, NpyWriter, RowSource, changed_settings, write_json_atomic, writing
 from ddm_jax.trust import validate_ivar
 
 MANIFEST, JOB, DONE = "manifest.json", "job.json", "done.json"
 MERGE_BLOCK = 8192  # rows copied at a time when merging shares
 # PREPARED.npz's measured line ratios and BPT class, carried into the output as measured_<key>.
 MEASURED_KEYS = ("log_nii_ha", "log_oiii_hb", "log_sii_ha", "log_oi_ha", "bpt_nii")
-# and its gate's verdicts, carried as they are.
+# PREPARED keys carried as they are: ids, redshift, where each spectrum lies in its file, and a
+# cube's celestial WCS (catalog.write_fits draws maps with them),
+CARRIED_KEYS = ("ids", "survey_id", "z", "position", "source", "wcs")
+# and its gate's verdicts.
 GATE_KEYS = ("meets_snr", "line_fit_ok", "broad_balmer", "passes_gate")
 
 
@@ -55,12 +59,12 @@ def decompose_files(decomposer: Decomposer, spectra, mass=None, output=None, nor
     the output, and its ivar into the trust outputs (docs/trust.md).
     """
     output = Path(output) if output is not None else default_output(spectra)
-    prepared = Path(spectra).suffix == ".npz"
-    in_memory = output.suffix == ".npz" and share[1] == 1
+    prepared = Path(spectra).suffix == ".npz" or is_fits_name(spectra)
+    in_memory = (output.suffix == ".npz" or is_fits_name(output)) and share[1] == 1
     if prepared and not (in_memory and not resume):
-        raise DDMError("a PREPARED.npz is decomposed in memory: write an .npz output (-o OUT.npz)")
+        raise DDMError("a PREPARED file is decomposed in memory: write an .npz or .fits output (-o OUT.npz)")
     if in_memory and resume:
-        raise DDMError("--resume works with a folder output (-o DIR), not with an .npz file")
+        raise DDMError("--resume works with a folder output (-o DIR), not with an .npz or .fits file")
     if prepared and ivar is not None:
         raise DDMError("a PREPARED.npz carries its own ivar; drop --ivar")
     if in_memory and output.is_dir():  # before the work, not after it
@@ -74,7 +78,8 @@ def decompose_files(decomposer: Decomposer, spectra, mass=None, output=None, nor
         with writing(output):  # a full disk or an unwritable folder: finished chunks stay for --resume
             return decompose_to_folder(decomposer, RowSource(spectra, "spectra", n_bins), mass, output,
                                        normalize=normalize, chunk_size=decomposer.batch_size, resume=resume,
-                                       share=share, progress=progress, ivar=ivar)
+                                       share=share, progress=progress, ivar=ivar,
+                                       provenance=run_provenance(decomposer, spectra, mass, ivar, normalize))
     carried = {}
     if prepared:
         from ddm_jax.prepare.pipeline import load_prepared
@@ -82,7 +87,8 @@ def decompose_files(decomposer: Decomposer, spectra, mass=None, output=None, nor
         arrays = load_prepared(spectra)
         _check_rows(len(arrays["ids"]), mass, ivar)
         flux, ivar_rows = arrays["flux"], arrays["ivar"]
-        carried = {"ids": arrays["ids"], "position": arrays["position"], **{key: arrays[key] for key in GATE_KEYS},
+        carried = {**{key: arrays[key] for key in CARRIED_KEYS if key in arrays},
+                   **{key: arrays[key] for key in GATE_KEYS},
                    **{f"measured_{key}": arrays[key] for key in MEASURED_KEYS if key in arrays}}
     else:
         source = RowSource(spectra, "spectra", n_bins)
@@ -91,7 +97,19 @@ def decompose_files(decomposer: Decomposer, spectra, mass=None, output=None, nor
         ivar_rows = None if ivar is None else ivar.read(0, ivar.rows)
     result = decomposer(flux, None if mass is None else mass.read(0, mass.rows), normalize=normalize,
                         progress=progress, ivar=ivar_rows)
-    return save_npz_atomic(output, {"wavelength": decomposer.wavelength, **result, **carried})
+    provenance = run_provenance(decomposer, spectra, mass, ivar, normalize)
+    return write_output(output, {"wavelength": decomposer.wavelength, **result, **carried,
+                                 "provenance": np.array(json.dumps(provenance))})
+
+
+def run_provenance(decomposer: Decomposer, spectra, mass: RowSource | None, ivar: RowSource | None,
+                   normalize: bool) -> dict:
+    """What a decompose run's files say of how they were made (docs/fits.md#provenance)."""
+    def name(source):
+        return None if source is None else ", ".join(str(p) for p in source.paths)
+
+    return provenance_now(command="decompose", input=str(spectra), mass=name(mass), ivar=name(ivar),
+                          normalize=normalize, **decomposer.provenance())
 
 
 def _check_rows(count: int, mass: RowSource | None, ivar: RowSource | None) -> None:
@@ -125,7 +143,7 @@ def validate_stream(decomposer: Decomposer, spectra: RowSource, mass: RowSource 
 def decompose_to_folder(decomposer: Decomposer, spectra: RowSource, mass: RowSource | None, output,
                         normalize: bool = True, chunk_size: int = 4096, resume: bool = False,
                         share: tuple[int, int] = (0, 1), progress=None, stop_after_chunks: int | None = None,
-                        ivar: RowSource | None = None) -> Path:
+                        ivar: RowSource | None = None, provenance: dict | None = None) -> Path:
     """Decompose rows of `share` (process index, count) into the folder `output`; returns its path.
 
     `stop_after_chunks` stops early (as an interruption would), for tests and partial runs.
@@ -195,7 +213,8 @@ def decompose_to_folder(decomposer: Decomposer, spectra: RowSource, mass: RowSou
         return partial
     manifest = {"keys": {k: {"shape": list(s), "dtype": np.dtype(d).name} for k, (s, d) in specs.items()},
                 "wavelength": "wavelength.npy", **job, "ddm_jax_version": __version__,
-                "completed": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+                "completed": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "provenance": provenance or {}}
     write_json_atomic(partial / MANIFEST, manifest)
     (partial / DONE).unlink()
     (partial / JOB).unlink()  # the manifest holds the job description
@@ -247,6 +266,7 @@ def _merge(parts: list, output: Path) -> Path:
                 writer.write(manifest["rows"][0] + lo, source.read(lo, min(lo + MERGE_BLOCK, source.rows)))
         keys[key] = {"shape": list(shape), "dtype": spec["dtype"]}
     merged = {**{k: first.get(k) for k in same}, "keys": keys, "rows": [0, total_rows],
+              "provenance": first.get("provenance", {}),
               "merged_from": [str(p) for _, p in manifests], "ddm_jax_version": __version__}
     write_json_atomic(partial / MANIFEST, merged)
     os.replace(partial, output)

@@ -1,5 +1,6 @@
 """The `ddm-jax` command line: convert + decompose, the .npz contract, and every bad input."""
 
+import json
 import subprocess
 import sys
 
@@ -41,7 +42,10 @@ def test_decompose_writes_the_contract(checkpoint, inputs):
     assert main(["decompose", str(inputs / "spectra.npy"), "--mass", str(inputs / "mass.npy"),
                  "--weights", str(checkpoint), "-o", str(out)]) == 0
     with np.load(out, allow_pickle=False) as result:
-        assert sorted(result.files) == sorted(CONTRACT)
+        assert sorted(result.files) == sorted([*CONTRACT, "provenance"])
+        provenance = json.loads(str(result["provenance"]))
+        assert provenance["command"] == "decompose" and provenance["input"] == str(inputs / "spectra.npy")
+        assert provenance["checkpoint"] == str(checkpoint.absolute()) and len(provenance["params_sha256"]) == 64
         for key, (shape, dtype) in CONTRACT.items():
             assert result[key].shape == tuple(5 if d == "B" else d for d in shape), key
             assert result[key].dtype == dtype, key

@@ -13,7 +13,7 @@ def add_parser(subparsers) -> None:
         description="Decompose rest-frame spectra on the 2 A grid (3700-8114 A, 2208 bins) into SF and "
                     "AGN spectra, fractions, line ratios and BPT classes. Output keys: see README.")
     parser.add_argument("spectra", help=".npy array (B, 2208) or (2208,), a folder of .npy chunks "
-                                        "(taken in name order), or a PREPARED.npz from `ddm-jax prepare`")
+                                        "(taken in name order), or a PREPARED.npz/.fits from `ddm-jax prepare`")
     parser.add_argument("--mass", help=".npy array (or folder of chunks) with one positive mass per "
                                        "spectrum; needed unless --no-normalize or the checkpoint expects "
                                        "no mass (metadata expects.needs_mass false: ones)")
@@ -22,8 +22,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--weights", default=str(DEFAULT_CHECKPOINT),
                         help=f"checkpoint directory made by `ddm-jax convert` (default: {DEFAULT_CHECKPOINT})")
     parser.add_argument("-o", "--output",
-                        help="OUT.npz (all in memory), or a folder: one .npy per key, written chunk by chunk "
-                             "with a manifest, for inputs of any size (default: SPECTRA's name + _ddm.npz)")
+                        help="OUT.npz or OUT.fits (a FITS catalogue with provenance, docs/fits.md; both in "
+                             "memory), or a folder: one .npy per key, written chunk by chunk with a manifest, for "
+                             "inputs of any size, then `ddm-jax export` to FITS (default: SPECTRA's name + _ddm.npz)")
     parser.add_argument("--resume", action="store_true", help="finish an interrupted folder run")
     parser.add_argument("--no-normalize", action="store_true",
                         help="spectra are already normalised (docs/model.md#preprocessing); no mass needed")

@@ -19,7 +19,8 @@ def add_parser(subparsers) -> None:
                     "lines) and write PREPARED.npz. Bad files are reported and left out.",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="files or directories")
-    parser.add_argument("-o", "--output", required=True, metavar="PREPARED.npz")
+    parser.add_argument("-o", "--output", required=True, metavar="PREPARED.npz",
+                        help="PREPARED.npz, or PREPARED.fits: a FITS catalogue with provenance (docs/fits.md)")
     parser.add_argument("--coverage", choices=pipeline.COVERAGE_POLICIES, default="refuse",
                         help="spectra not covering all of 3700-8114 A rest frame: skip them (refuse, "
                              "the default) or fill the missing bins, flagged in `mask` (fill)")

@@ -10,6 +10,8 @@ PREPARED.npz holds, for B spectra (order of the inputs, bad ones left out):
   position (B, 2) int32          a cube spaxel's (x, y) or an RSS fibre's (k, -1); (-1, -1) elsewhere
   source (B,) str, wcs (B,) str  the file, and a cube's celestial WCS header ('' elsewhere): with
                                  `position`, a decomposition goes back on the sky as a map
+  survey_id (B,) str             'sdss:PLATE-MJD-FIBERID', 'desi:TARGETID', 'manga:PLATE-IFU' or ''
+  provenance () str              JSON: ddm-jax version, date, inputs and options (docs/fits.md)
   line_names (8,) str            lines.LINE_NAMES
   line_flux, line_flux_err, line_snr (B, 8) float32   fitted fluxes (flux units x Angstrom), >= 0:
                                  an undetected line has flux 0 and a 3-sigma limit of 3 x line_flux_err
@@ -30,6 +32,7 @@ PREPARED.npz holds, for B spectra (order of the inputs, bad ones left out):
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -37,9 +40,10 @@ from pathlib import Path
 import numpy as np
 
 from ddm_jax.batching import map_padded
+from ddm_jax.catalog import is_fits_name, provenance_now, read_arrays, write_output
 from ddm_jax.constants import N_BINS, wavelength_grid
 from ddm_jax.errors import DDMError
-from ddm_jax.io import load_npz, save_npz_atomic
+from ddm_jax.io import load_npz
 from ddm_jax.prepare import fit, lines, readers, resample
 from ddm_jax.progress import log as log_line
 
@@ -51,7 +55,7 @@ SNR_POLICIES = ("skip", "warn")
 # seconds to compile).
 MIN_CHUNK, MAX_CHUNK = 32, 256
 # PREPARED keys that are not per spectrum (all others have one row per spectrum).
-SHARED_KEYS = ("wavelength", "line_names", "format")
+SHARED_KEYS = ("wavelength", "line_names", "format", "provenance")
 REQUIRED_KEYS = (
     "flux", "ivar", "mask", "wavelength", "z", "ids", "line_names", "line_flux", "line_flux_err",
     "line_snr", "meets_snr", "line_fit_ok", "broad_balmer", "passes_gate", "log_nii_ha", "log_oiii_hb",
@@ -152,6 +156,7 @@ def prepare_spectra(spectra: list[readers.Spectrum], coverage: str = "refuse", s
         z=np.array([s.z for s in kept], np.float64), ids=np.array([s.id for s in kept], dtype=str),
         position=np.array([(tuple(s.position) + (-1, -1))[:2] if s.position else (-1, -1) for s in kept], np.int32),
         source=np.array([s.source for s in kept], dtype=str), wcs=np.array([s.wcs or "" for s in kept], dtype=str),
+        survey_id=np.array([s.survey_id for s in kept], dtype=str),
         wavelength=wavelength_grid(), line_names=np.array(lines.LINE_NAMES, dtype=str), format=np.array(FORMAT),
     )
     failing = np.flatnonzero(~arrays["passes_gate"])
@@ -169,8 +174,9 @@ def prepare_spectra(spectra: list[readers.Spectrum], coverage: str = "refuse", s
 
 
 def write_prepared(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
-    """Write atomically (a temporary file in the same directory, then a rename)."""
-    save_npz_atomic(path, arrays)
+    """Write atomically (a temporary file in the same directory, then a rename): an .npz, or a FITS
+    catalogue if `path` ends in .fits (docs/fits.md)."""
+    write_output(path, arrays)
 
 
 def run(inputs: list[str], output: str, coverage: str = "refuse", snr_policy: str = "skip",
@@ -193,6 +199,9 @@ def run(inputs: list[str], output: str, coverage: str = "refuse", snr_policy: st
         raise DDMError(f"no readable spectrum in {len(paths)} file(s) ({len(errors)} unreadable or invalid); "
                        "nothing written")
     arrays = prepare_spectra(spectra, coverage, snr_policy, scheme, log)
+    arrays["provenance"] = np.array(json.dumps(provenance_now(
+        command="prepare", input=" ".join(map(str, inputs)), coverage=coverage, snr_policy=snr_policy,
+        bpt_scheme=scheme)))
     write_prepared(output, arrays)
     if plot_dir is not None:
         from ddm_jax.plotting import plot_prepared
@@ -204,14 +213,21 @@ def run(inputs: list[str], output: str, coverage: str = "refuse", snr_policy: st
 
 
 def load_prepared(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read and check a PREPARED.npz; returns every array in it (module docstring).
+    """Read and check a PREPARED.npz (or PREPARED.fits); returns every array in it (module docstring).
 
     Raises DDMError naming the file if it is unreadable, lacks a REQUIRED_KEYS array, or the
     shapes disagree with one another or with the rest-frame grid: shapes and dtypes are checked
     as the file declares them, before any data is read.
     """
     path = Path(path)
-    arrays = load_npz(path, "PREPARED.npz", REQUIRED_KEYS, check=lambda declared: _check_shapes(path, declared))
+    if is_fits_name(path):
+        arrays = read_arrays(path)
+        missing = [key for key in REQUIRED_KEYS if key not in arrays]
+        if missing:
+            raise DDMError(f"{path}: not a PREPARED file: lacks {', '.join(missing)}")
+        _check_shapes(path, arrays)
+    else:
+        arrays = load_npz(path, "PREPARED.npz", REQUIRED_KEYS, check=lambda declared: _check_shapes(path, declared))
     if not np.allclose(arrays["wavelength"], wavelength_grid()):
         raise DDMError(f"{path}: wavelength is not the rest-frame grid 3700 + 2 i Angstrom")
     return arrays

@@ -81,6 +81,8 @@ class Spectrum:
       wcs       the file's celestial WCS as a FITS header string (cubes): astropy's
                 `WCS(fits.Header.fromstring(wcs)).pixel_to_world(i, j)` puts a spaxel on the sky
       z_note    why z is None (e.g. the redshift catalogue flags it), for the error message
+      survey_id the survey's own key: 'sdss:PLATE-MJD-FIBERID', 'desi:TARGETID', 'manga:PLATE-IFU'
+                (a spaxel's position completes it), or '' when the file does not say
     """
 
     id: str
@@ -93,6 +95,7 @@ class Spectrum:
     position: tuple[int, ...] | None = None
     wcs: str | None = None
     z_note: str | None = None
+    survey_id: str = ""
 
 
 def _suffix(path: Path) -> str:
@@ -117,7 +120,7 @@ _COMPRESSED = {b"BZh": "bzip2", b"PK\x03\x04": "zip"}  # astropy would decompres
 def read_fits_guarded(path: str | os.PathLike, parse: Callable):
     """`parse(hdul)` on the open FITS file, every failure a DDMError naming the file.
 
-    What the file declares is checked before astropy parses it (`_check_fits_structure`): every
+    What the file declares is checked before astropy parses it (`check_fits_structure`): every
     header, and where its data lie, against the file's length (the decompressed stream, for a
     gzipped file), and the file must fit in the memory available.
     astropy only warns that a file is short; the read may then fail obscurely or not at all:
@@ -127,7 +130,7 @@ def read_fits_guarded(path: str | os.PathLike, parse: Callable):
     from astropy.io import fits  # heavy import: only FITS users pay for it
 
     path = Path(path)
-    refuse_beyond_memory(path, _check_fits_structure(path))
+    refuse_beyond_memory(path, check_fits_structure(path))
     result, failure = None, None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -167,7 +170,7 @@ FITS_BITPIX = (8, 16, 32, 64, -32, -64)
 STRUCTURAL_CARDS = r"BITPIX|NAXIS\d*|PCOUNT|GCOUNT|TFIELDS|GROUPS"
 
 
-def _check_fits_structure(path: Path) -> int:
+def check_fits_structure(path: Path) -> int:
     """Walk the FITS file's headers, skipping their data unread (a gzipped stream is decompressed
     block by block, holding none of it), and refuse, before astropy parses anything, a header
     that never ends, structural cards out of the standard's range (NAXIS and TFIELDS at most 999,
@@ -337,7 +340,22 @@ def _sdss_from_hdul(path: Path, hdul) -> list[Spectrum]:
     z = _specobj_z(hdul)
     wavelength = 10.0 ** coadd["loglam"]
     good = coadd["and_mask"] == 0
-    return [Spectrum(spectrum_id(path), str(path), wavelength, coadd["flux"], coadd["ivar"], good, z)]
+    return [Spectrum(spectrum_id(path), str(path), wavelength, coadd["flux"], coadd["ivar"], good, z,
+                     survey_id=_sdss_survey_id(path, hdul))]
+
+
+def _sdss_survey_id(path: Path, hdul) -> str:
+    """'sdss:PLATE-MJD-FIBERID' from SPECOBJ, the primary header, or an spec-PPPP-MMMMM-FFFF name."""
+    keys = ("PLATE", "MJD", "FIBERID")
+    if "SPECOBJ" in hdul and all(k in _column_names(hdul["SPECOBJ"]) for k in keys):
+        values = [int(np.asarray(hdul["SPECOBJ"].data[k]).ravel()[0]) for k in keys]
+    elif all(k in hdul[0].header for k in ("PLATEID", "MJD", "FIBERID")):
+        values = [int(hdul[0].header[k]) for k in ("PLATEID", "MJD", "FIBERID")]
+    elif match := re.match(r"spec-(\d+)-(\d+)-(\d+)$", spectrum_id(path)):
+        values = [int(v) for v in match.groups()]
+    else:
+        return ""
+    return "sdss:" + "-".join(map(str, values))
 
 
 def _coadd_columns(path: Path, hdul) -> dict[str, np.ndarray]:
@@ -407,8 +425,8 @@ def _desi_from_hdul(path: Path, hdul) -> list[Spectrum]:
         rows = slice(start, start + DESI_CHUNK)
         wavelength, flux, ivar, good = merge_arms(wavelengths, [f[rows] for f in fluxes], [v[rows] for v in ivars],
                                                   [g[rows] for g in goods])
-        spectra += [Spectrum(f"{stem}#{t}", str(path), wavelength, flux[k], ivar[k], good[k], None)
-                    for k, t in enumerate(targets[rows])]
+        spectra += [Spectrum(f"{stem}#{t}", str(path), wavelength, flux[k], ivar[k], good[k], None,
+                             survey_id=f"desi:{t}") for k, t in enumerate(targets[rows])]
     return spectra
 
 
@@ -559,19 +577,29 @@ def _manga_images(path: Path, hdul, ndim: int) -> tuple[np.ndarray, ...]:
     return wave, flux, ivar, mask
 
 
+def _manga_survey_id(name: str) -> str:
+    return f"manga:{name}" if re.fullmatch(r"\d+-\d+", name) else ""
+
+
 def _usable(flux: np.ndarray, ivar: np.ndarray, bad: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         return ~bad & (ivar > 0) & np.isfinite(flux) & np.isfinite(ivar)
 
 
-def _celestial_wcs(header) -> str | None:
+def _celestial_wcs(header, shape: tuple[int, int]) -> str | None:
+    """The celestial WCS of a cube with (ny, nx) spaxels, as header cards with NAXIS1/2 (the map size)."""
     from astropy.wcs import WCS
 
     try:
         wcs = WCS(header, fix=True).celestial
     except (ValueError, KeyError, MemoryError):  # astropy raises several kinds for a bad WCS
         return None
-    return wcs.to_header_string() if wcs.has_celestial else None
+    if not wcs.has_celestial:
+        return None
+    cards = wcs.to_header()
+    cards.insert(0, ("NAXIS2", shape[0], "spaxels along y"))
+    cards.insert(0, ("NAXIS1", shape[1], "spaxels along x"))
+    return cards.tostring()
 
 
 def _manga_cube_from_hdul(path: Path, hdul) -> list[Spectrum]:
@@ -581,11 +609,11 @@ def _manga_cube_from_hdul(path: Path, hdul) -> list[Spectrum]:
     if not ii.size:
         raise DDMError(f"{path}: every spaxel is masked (MASK != 0 or IVAR <= 0 everywhere): no spectrum")
     name = _manga_name(path, hdul[0].header)
-    wcs = _celestial_wcs(hdul["FLUX"].header)
+    wcs = _celestial_wcs(hdul["FLUX"].header, flux.shape[1:])
     rows = {k: np.ascontiguousarray(a[:, jj, ii].T, dtype=dt)
             for k, a, dt in (("flux", flux, np.float64), ("ivar", ivar, np.float64), ("good", usable, bool))}
     return [Spectrum(f"{name}#x{i}y{j}", str(path), wave, rows["flux"][s], rows["ivar"][s], rows["good"][s], None,
-                     position=(int(i), int(j)), wcs=wcs)
+                     position=(int(i), int(j)), wcs=wcs, survey_id=_manga_survey_id(name))
             for s, (i, j) in enumerate(zip(ii, jj))]
 
 
@@ -597,7 +625,7 @@ def _manga_rss_from_hdul(path: Path, hdul) -> list[Spectrum]:
         raise DDMError(f"{path}: every row is masked (MASK bad or IVAR <= 0 everywhere): no spectrum")
     name = _manga_name(path, hdul[0].header)
     return [Spectrum(f"{name}#f{k}", str(path), wave, flux[k].astype(np.float64), ivar[k].astype(np.float64),
-                     usable[k], None, position=(int(k),))
+                     usable[k], None, position=(int(k),), survey_id=_manga_survey_id(name))
             for k in rows]
 
 
