@@ -36,7 +36,8 @@ from ddm_jax.io import NpyArray, load_npz, write_atomic
 FORMAT = "ddm-jax-catalog/1"
 CATALOG, SOURCES = "CATALOG", "SOURCES"
 PARTS = ("composite", "sf", "agn")  # axis 1 of line_ratios and bpt_class
-BLOCK_ROWS = 8192  # rows read and written at a time
+BLOCK_ROWS = 8192  # catalogue rows read and written at a time
+BLOCK_BYTES = 16 << 20  # and at most this much of an image: memory stays flat however many rows
 FITS_BLOCK = 2880
 # Keys that are not per spectrum: the wavelength goes into each image's WCS, the rest into the layout.
 SHARED_KEYS = ("wavelength", "line_names", "format", "provenance")
@@ -597,8 +598,9 @@ def write_fits(path, reader: OutputReader, provenance: dict | None = None, progr
         for key in images:
             dtype = reader.dtype(key)
             f.write(_header_bytes(_image_header(key, dtype, reader.rows, n_bins, reader.wavelength)))
-            for lo in range(0, reader.rows, BLOCK_ROWS):
-                block = reader.read(key, lo, lo + BLOCK_ROWS)
+            block_rows = max(1, BLOCK_BYTES // (dtype.itemsize * n_bins))
+            for lo in range(0, reader.rows, block_rows):
+                block = reader.read(key, lo, lo + block_rows)
                 f.write(np.ascontiguousarray(block, dtype.newbyteorder(">")).tobytes())
                 done += block.shape[0]
                 if progress is not None:
@@ -665,5 +667,5 @@ def export(source, output) -> Path:
         raise DDMError(f"{output}: is the file being exported; give another name")
     with open_output(source) as reader:
         if is_fits_name(output):
-            return write_fits(output, reader, progress=Progress("export", unit="rows"))
+            return write_fits(output, reader, progress=Progress("export", unit="HDU rows"))
         return write_output(output, reader.arrays())

@@ -80,6 +80,18 @@ def run_demo(output_dir, budget_seconds: float | None = None, cache=DEFAULT_CACH
     return metrics
 
 
+def demo_checkpoint(cache=DEFAULT_CACHE, recipe: str = DEFAULT_RECIPE, budget_seconds: float | None = None,
+                    progress: bool = True) -> Path:
+    """The demo's trained checkpoint (the one `ddm-jax demo` makes): loaded from `cache` if that run
+    was made before, else trained now by `recipe` within its budget (about 2.5 min on 2 CPU cores)."""
+    chosen = get_recipe(recipe)
+    budget_seconds = chosen.budget_seconds if budget_seconds is None else budget_seconds
+    trained = train_recipe(recipe, Path(cache) / fingerprint(chosen, budget_seconds), budget_seconds, progress)
+    if trained["model"] is None:
+        raise DDMError("the demo training did not finish within its budget; run it again to continue")
+    return Path(trained["model"])
+
+
 def summary(metrics: dict, output_dir) -> str:
     """A few lines for people: how the networks came to be, then `evaluate.summary`."""
     from ddm_jax.evaluate import summary as evaluation_summary

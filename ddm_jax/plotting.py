@@ -34,9 +34,11 @@ DPI = 110
 
 
 def load_decomposition(path) -> dict:
-    """The arrays of a decompose output file, checked for the keys and shapes plots need."""
+    """The arrays of a decompose output (.npz or FITS catalogue), checked for the keys and shapes plots need."""
+    from ddm_jax.catalog import is_fits_name, read_arrays
+
     path = Path(path)
-    out = load_npz(path, "`ddm-jax decompose` output", REQUIRED_KEYS)
+    out = read_arrays(path) if is_fits_name(path) else load_npz(path, "`ddm-jax decompose` output", REQUIRED_KEYS)
     check_decomposition(out, path)
     return out
 

@@ -49,6 +49,12 @@ class SpectrumResult:
     table: object
     arrays: dict
 
+    def write(self, path):
+        """The arrays as a FITS catalogue (path ending in .fits, docs/fits.md) or an .npz; returns the path."""
+        from ddm_jax.catalog import write_output
+
+        return write_output(path, self.arrays)
+
 
 def _redshifts(spectra: list, z) -> np.ndarray:
     """One redshift per spectrum: `z` (scalar or one per spectrum), else each Spectrum's own."""
@@ -112,6 +118,8 @@ def to_grid(spectra, z=None, coverage: str = "refuse") -> dict[str, np.ndarray]:
     redshifts = _redshifts(rows, z)
     converted = [_in_angstrom_per_angstrom(row) for row in rows]
     has_ivar = any(c[2] is not None for c in converted)
+    if has_ivar and not all(c[2] is not None for c in converted):
+        raise DDMError("some spectra have an uncertainty and some do not: give one to every spectrum or to none")
     grid = wavelength_grid().astype(np.float64)
     on_grid = [w.shape == grid.shape and z_ == 0 and np.abs(w - grid).max() < GRID_TOLERANCE_AA
                for (w, *_), z_ in zip(converted, redshifts)]
