@@ -63,13 +63,13 @@ def save_png(figure: Figure, path) -> Path:
     return write_atomic(path, lambda f: figure.savefig(f, format="png", dpi=DPI))
 
 
-def _new_figure(size) -> Figure:
+def new_figure(size) -> Figure:
     figure = Figure(figsize=size, layout="constrained")
     FigureCanvasAgg(figure)
     return figure
 
 
-def _draw_nii_lines(ax) -> None:
+def draw_nii_lines(ax) -> None:
     x = np.linspace(NII_LIMITS[0][0], bpt.KAUFFMANN03_ASYMPTOTE - 0.01, 200)
     ax.plot(x, bpt.kauffmann03(x), "k--", lw=1, label="Kauffmann+03")
     x = np.linspace(NII_LIMITS[0][0], bpt.KEWLEY01_NII_ASYMPTOTE - 0.01, 200)
@@ -79,7 +79,7 @@ def _draw_nii_lines(ax) -> None:
     ax.set(xlim=NII_LIMITS[0], ylim=NII_LIMITS[1], xlabel=r"log [NII]/H$\alpha$", ylabel=r"log [OIII]/H$\beta$")
 
 
-def _draw_sii_lines(ax) -> None:
+def draw_sii_lines(ax) -> None:
     x = np.linspace(SII_LIMITS[0][0], bpt.KEWLEY01_SII_ASYMPTOTE - 0.01, 200)
     ax.plot(x, bpt.kewley01_sii(x), "k-", lw=1, label="Kewley+01")
     x = np.linspace(-0.31, SII_LIMITS[0][1], 50)  # Kewley+06 from where it crosses Kewley+01
@@ -101,7 +101,7 @@ def spectrum_figure(out: dict, index: int) -> Figure:
     reconstruction = sf_part + agn_part
     observed = reconstruction - out["residual"][index]  # residual = reconstruction - input
 
-    figure = _new_figure((13, 6))
+    figure = new_figure((13, 6))
     grid = figure.add_gridspec(2, 2, width_ratios=(2.3, 1), height_ratios=(3, 1))
     ax_spec = figure.add_subplot(grid[0, 0])
     ax_res = figure.add_subplot(grid[1, 0], sharex=ax_spec)
@@ -117,7 +117,7 @@ def spectrum_figure(out: dict, index: int) -> Figure:
     ax_res.axhline(0.0, color=COLORS["model"], lw=0.8)
     ax_res.set(title="Residual (reconstruction - input)", xlabel=r"rest wavelength ($\AA$)")
 
-    _draw_nii_lines(ax_bpt)
+    draw_nii_lines(ax_bpt)
     ratios = out["line_ratios"][index]
     points = {name: (ratios[i, NII_HA], ratios[i, OIII_HB]) for i, name in enumerate(("composite", "sf", "agn"))}
     for name in ("sf", "agn"):
@@ -155,10 +155,10 @@ def _bpt_panel(ax, x, y, draw_lines, title: str) -> None:
 def bpt_figure(out: dict) -> Figure:
     """[NII] and [SII] BPT diagrams of a batch with each galaxy's composite -> AGN-part shift."""
     ratios = out["line_ratios"]
-    figure = _new_figure((12, 5.5))
+    figure = new_figure((12, 5.5))
     ax_nii, ax_sii = figure.subplots(1, 2)
-    _bpt_panel(ax_nii, ratios[..., NII_HA], ratios[..., OIII_HB], _draw_nii_lines, "[NII] BPT")
-    _bpt_panel(ax_sii, ratios[..., SII_HA], ratios[..., OIII_HB], _draw_sii_lines, "[SII] BPT")
+    _bpt_panel(ax_nii, ratios[..., NII_HA], ratios[..., OIII_HB], draw_nii_lines, "[NII] BPT")
+    _bpt_panel(ax_sii, ratios[..., SII_HA], ratios[..., OIII_HB], draw_sii_lines, "[SII] BPT")
     return figure
 
 
@@ -176,7 +176,7 @@ def plot_decomposition(out: dict, output_dir, indices=None) -> list[Path]:
 
 def fraction_figure(data: dict[str, np.ndarray], out: dict[str, np.ndarray]):
     """Recovered against true SF fraction of the held-out composites."""
-    figure = _new_figure((5, 5))
+    figure = new_figure((5, 5))
     ax = figure.subplots()
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect")
     ax.scatter(data["true_sf_fraction"], out["sf_fraction"], s=8, color="tab:blue", label="held-out composite")
@@ -189,7 +189,7 @@ def fraction_figure(data: dict[str, np.ndarray], out: dict[str, np.ndarray]):
 def evaluation_figure(arrays: dict[str, np.ndarray]) -> Figure:
     """`evaluate`'s figure: recovered against true SF fraction of synthetic and real composites, and
     the composite line ratios against the measured ones on real spectra (gated ones filled)."""
-    figure = _new_figure((14, 4.6))
+    figure = new_figure((14, 4.6))
     fraction, *ratios = figure.subplots(1, 3)
     fraction.plot([0, 1], [0, 1], "k--", lw=1)
     fraction.scatter(arrays["synthetic_true_sf_fraction"], arrays["synthetic_sf_fraction"], s=6, alpha=0.5,
@@ -222,7 +222,7 @@ def prepared_figure(arrays: dict, index: int) -> Figure:
     wavelength = arrays["wavelength"]
     flux, stars, gas = arrays["flux"][index], arrays["continuum"][index], arrays["line_model"][index]
     measured = arrays["mask"][index] == 0
-    figure = _new_figure((13, 7.5))
+    figure = new_figure((13, 7.5))
     grid = figure.add_gridspec(2, 3, height_ratios=(1.1, 1))
     whole = figure.add_subplot(grid[0, :])
     whole.plot(wavelength, np.where(measured, flux, np.nan), color=COLORS["composite"], lw=0.6, label="spectrum")

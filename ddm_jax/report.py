@@ -194,9 +194,9 @@ def bpt_section(columns) -> str:
 def bpt_figure(ratios: np.ndarray, sf_fraction: np.ndarray) -> Figure:
     """[NII] and [SII] BPT diagrams: composites coloured by SF fraction and their shifts to both parts.
     `ratios` is (B, 3, 3): [NII]/Hα, [OIII]/Hβ, [SII]/Hα of (composite, SF part, AGN part)."""
-    figure = plotting._new_figure((13, 5.5))
+    figure = plotting.new_figure((13, 5.5))
     axes = figure.subplots(1, 2)
-    panels = ((0, plotting._draw_nii_lines, "[NII] BPT"), (2, plotting._draw_sii_lines, "[SII] BPT"))
+    panels = ((0, plotting.draw_nii_lines, "[NII] BPT"), (2, plotting.draw_sii_lines, "[SII] BPT"))
     for ax, (x, draw_lines, title) in zip(axes, panels):
         shading = _fraction_panel(ax, ratios[..., x], ratios[..., 1], sf_fraction, draw_lines, title)
     figure.colorbar(shading, ax=axes, label="SF fraction")
@@ -247,7 +247,7 @@ def fraction_section(columns) -> str:
 
 def fraction_figure(sf_fraction: np.ndarray, trusted: np.ndarray | None) -> Figure:
     """Histogram of the SF fraction; the trusted spectra's beside all."""
-    figure = plotting._new_figure((7, 3.6))
+    figure = plotting.new_figure((7, 3.6))
     ax = figure.subplots()
     bins = np.linspace(0.0, 1.0, 21)
     finite = np.isfinite(sf_fraction)
@@ -293,7 +293,7 @@ def score_summary(values: np.ndarray) -> tuple:
 
 def trust_figure(scores: dict[str, np.ndarray], trusted: np.ndarray) -> Figure:
     """Histograms of the finite trust scores on logarithmic bins, trusted and not trusted stacked."""
-    figure = plotting._new_figure((5.5 * len(scores), 3.6))
+    figure = plotting.new_figure((5.5 * len(scores), 3.6))
     for ax, (key, values) in zip(np.atleast_1d(figure.subplots(1, len(scores))), scores.items()):
         finite = np.isfinite(values) & (values > 0)
         low, high = values[finite].min(), values[finite].max()

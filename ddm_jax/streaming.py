@@ -87,9 +87,7 @@ def decompose_files(decomposer: Decomposer, spectra, mass=None, output=None, nor
         arrays = load_prepared(spectra)
         _check_rows(len(arrays["ids"]), mass, ivar)
         flux, ivar_rows = arrays["flux"], arrays["ivar"]
-        carried = {**{key: arrays[key] for key in CARRIED_KEYS if key in arrays},
-                   **{key: arrays[key] for key in GATE_KEYS},
-                   **{f"measured_{key}": arrays[key] for key in MEASURED_KEYS if key in arrays}}
+        carried = carried_keys(arrays)
     else:
         source = RowSource(spectra, "spectra", n_bins)
         _check_rows(source.rows, mass, ivar)  # before reading: the counts are declared in the headers
@@ -110,6 +108,14 @@ def run_provenance(decomposer: Decomposer, spectra, mass: RowSource | None, ivar
 
     return provenance_now(command="decompose", input=str(spectra), mass=name(mass), ivar=name(ivar),
                           normalize=normalize, **decomposer.provenance())
+
+
+def carried_keys(prepared: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """What a decomposition of PREPARED arrays carries over from them: ids, survey ids, redshift, position,
+    source and WCS, the gate's verdicts and the measured line ratios (as measured_<key>)."""
+    return {**{key: prepared[key] for key in CARRIED_KEYS if key in prepared},
+            **{key: prepared[key] for key in GATE_KEYS},
+            **{f"measured_{key}": prepared[key] for key in MEASURED_KEYS if key in prepared}}
 
 
 def _check_rows(count: int, mass: RowSource | None, ivar: RowSource | None) -> None:

@@ -51,6 +51,25 @@ def test_metrics_json_has_finite_values(first_run):
         "type1_agn", "stars", "sky", "low_snr"}
 
 
+def test_real_spectra_catalogue_and_report(first_run):
+    from astropy.io import fits
+    from astropy.table import Table
+
+    from ddm_jax.real_eval import load_real_set
+
+    root, metrics = first_run
+    with fits.open(root / "out" / demo.REAL_CATALOGUE) as hdul:
+        hdul.verify("exception")
+        assert hdul[0].header["DDMCMD"] == "demo" and len(hdul[0].header["CKPTSHA"]) == 64
+    table = Table.read(root / "out" / demo.REAL_CATALOGUE)
+    real = load_real_set()
+    np.testing.assert_array_equal(table["ids"], real["ids"])
+    np.testing.assert_array_equal(table["passes_gate"], real["passes_gate"])
+    assert int(np.sum(table["trusted"])) == metrics["real_spectra"]["trusted"]
+    page = (root / "out" / demo.REPORT).read_text()
+    assert page.count('<section class="spectrum"') == len(real["ids"]) and "data:image/png;base64," in page
+
+
 def test_figures_are_pngs(first_run):
     root, _ = first_run
     for name in FIGURES:
