@@ -45,7 +45,7 @@ SHARED_KEYS = ("wavelength", "line_names", "format", "provenance")
 # What the columns mean (TTYPE comments) and their units (TUNIT) where there is one. Ratios are
 # log10 of flux ratios; spectra are in the DDM's normalised units (docs/model.md#preprocessing).
 DESCRIPTIONS = {
-    "id": "spectrum id (file name, or name#row)", "z": "redshift used to reach the rest frame",
+    "ids": "spectrum id (file name, or name#row)", "z": "redshift used to reach the rest frame",
     "survey_id": "survey key as prepare read it", "survey": "sdss, desi, manga or ''",
     "plate": "SDSS plate (or MaNGA plate)", "mjd": "SDSS MJD", "fiberid": "SDSS fiber",
     "targetid": "DESI TARGETID", "plateifu": "MaNGA plate-IFU", "spaxel_x": "MaNGA cube spaxel x (0-based)",
@@ -53,7 +53,7 @@ DESCRIPTIONS = {
     "p_sf": "DDM SF probability", "p_agn": "DDM AGN probability", "p_total": "DDM p_sf + p_agn",
     "sf_fraction": "SF share of the spectrum, clip(p_sf, 0, 1)",
     "reconstruction_chi2": "reduced chi2 of the reconstruction (needs ivar)",
-    "ood_score": "out-of-domain score (>1: outside the calibration)", "trusted": "in domain and fitted",
+    "ood_score": "distance from the training data (docs/trust.md)", "trusted": "in domain and well fitted",
     "meets_snr": "S/N > 8 in the BPT lines", "line_fit_ok": "the line fit describes the data",
     "broad_balmer": "broad Halpha found (type-1 AGN)", "passes_gate": "meets_snr, line_fit_ok, no broad lines",
     "position": "cube spaxel (x, y) or RSS row (k, -1); (-1, -1) elsewhere", "source": "input file",
@@ -236,19 +236,50 @@ class FitsOutput(OutputReader):
                            f"expected {FORMAT!r}); `ddm-jax export` writes one")
         try:
             layout = json.loads(primary["DDMLAYOU"])
-            self._layout, self.shared = layout["arrays"], layout["shared"]
-            self.rows = int(layout["rows"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise DDMError(f"{path}: damaged layout card DDMLAYOU ({err})") from None
+            self._layout, self.shared, self.rows = layout["arrays"], layout["shared"], layout["rows"]
+            self._check_layout()
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise DDMError(f"{path}: damaged layout card DDMLAYOU ({type(err).__name__}: {err})") from None
         self.keys = tuple(self._layout)
         self.provenance = {name: primary[card] for name, (card, _) in PROVENANCE_CARDS.items() if card in primary}
         self.wavelength = wavelength_grid()
+
+    def _check_layout(self) -> None:
+        """The layout against the file: every HDU and column it names exists with the declared
+        shapes, so that reads cannot fail later (a damaged file is refused at open)."""
+        if not isinstance(self.rows, int) or self.rows < 0 or not isinstance(self._layout, dict):
+            raise ValueError("rows must be a count and arrays an object")
+        if not (isinstance(self.shared, dict) and set(self.shared) <= {"line_names", "format"}
+                and all(isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))
+                        for v in self.shared.values())):
+            raise ValueError("shared holds line_names and format, as text")
+        n_bins = len(wavelength_grid())
         for key, entry in self._layout.items():
+            shape, dtype, columns = tuple(entry["shape"]), np.dtype(entry["dtype"]), entry["columns"]
+            if not all(isinstance(n, int) and n >= 0 for n in shape) or dtype.kind not in "fiubU":
+                raise ValueError(f"{key}: shape {shape}, dtype {dtype}")
             hdu = self._hdu(entry["hdu"], key)
-            if entry["columns"] is None:
-                wave = _wcs_wavelength(hdu.header, hdu.header["NAXIS1"])
-                if not np.allclose(wave, self.wavelength):
-                    raise DDMError(f"{path}: HDU {entry['hdu']}'s wavelength WCS is not the rest-frame grid")
+            if key == "wcs":
+                if hdu.header.get("NAXIS") != 1 or hdu.header.get("BITPIX") != 8:
+                    raise ValueError(f"{entry['hdu']} is not a byte string")
+            elif columns is None:
+                header = hdu.header
+                if (header.get("NAXIS"), header.get("NAXIS1"), header.get("NAXIS2"), shape) != (
+                        2, n_bins, self.rows, (n_bins,)):
+                    raise ValueError(f"{entry['hdu']}: not ({self.rows}, {n_bins}) spectra")
+                wave = _wcs_wavelength(header, n_bins)
+                if not np.allclose(wave, wavelength_grid()):
+                    raise ValueError(f"{entry['hdu']}'s wavelength WCS is not the rest-frame grid")
+            else:
+                table_columns = getattr(hdu, "columns", None)
+                if table_columns is None or hdu.header.get("NAXIS2") != self.rows:
+                    raise ValueError(f"{entry['hdu']}: not a table of {self.rows} rows")
+                missing = set(columns) - set(table_columns.names)
+                if missing or not columns:
+                    raise ValueError(f"{key}: columns {sorted(missing) or columns} are not in {entry['hdu']}")
+                values = sum(1 if dtype.kind == "U" else table_columns[c].format.repeat for c in columns)
+                if values != math.prod(shape):  # a text column holds one string per row
+                    raise ValueError(f"{key}: {values} values per row in its columns, shape {shape}")
 
     def _hdu(self, name: str, key: str):
         try:
@@ -263,12 +294,18 @@ class FitsOutput(OutputReader):
         return np.dtype(self._layout[key]["dtype"])
 
     def read(self, key, start=0, stop=None):
+        try:
+            return self._read(key, start, stop)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, OSError) as err:
+            raise DDMError(f"{self.path}: cannot read {key} ({type(err).__name__}: {str(err)[:200]})") from None
+
+    def _read(self, key, start, stop):
         entry = self._layout[key]
         stop = self.rows if stop is None else min(stop, self.rows)
         hdu = self._hdu(entry["hdu"], key)
         if key == "wcs":  # one header per source file, looked up by each row's source
             by_source = json.loads(np.asarray(hdu.data).tobytes().decode())
-            return np.array([by_source.get(s, "") for s in self.read("source", start, stop)], dtype=str)
+            return np.array([str(by_source.get(s, "")) for s in self._read("source", start, stop)], dtype=str)
         if entry["columns"] is None:
             values = np.asarray(hdu.section[start:stop])
         else:
