@@ -23,6 +23,7 @@ import datetime
 import json
 import math
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -226,11 +227,18 @@ class FitsOutput(OutputReader):
 
         self.path = Path(path)
         check_fits_structure(self.path)  # what the headers declare lies within the file
-        try:
-            self._hdul = fits.open(self.path, memmap=True, mode="readonly")
-            primary = self._hdul[0].header
-        except (OSError, ValueError, IndexError) as err:
-            raise DDMError(f"{path}: unreadable FITS file ({str(err).splitlines()[0]})") from None
+        with warnings.catch_warnings(record=True) as caught:  # astropy only warns of a damaged file
+            warnings.simplefilter("always")
+            try:
+                self._hdul = fits.open(self.path, memmap=True, mode="readonly")
+                self._hdul.readall()
+                primary = self._hdul[0].header
+            except (OSError, ValueError, IndexError, fits.VerifyError) as err:
+                raise DDMError(f"{path}: unreadable FITS file ({str(err).splitlines()[0]})") from None
+        damaged = [str(w.message).splitlines()[0] for w in caught if issubclass(w.category, fits.verify.VerifyWarning)]
+        if damaged:
+            self._hdul.close()
+            raise DDMError(f"{path}: damaged FITS file ({damaged[0]})")
         if primary.get("DDMFORM") != FORMAT:
             raise DDMError(f"{path}: not a ddm-jax catalogue (DDMFORM is {primary.get('DDMFORM')!r}, "
                            f"expected {FORMAT!r}); `ddm-jax export` writes one")
@@ -238,7 +246,7 @@ class FitsOutput(OutputReader):
             layout = json.loads(primary["DDMLAYOU"])
             self._layout, self.shared, self.rows = layout["arrays"], layout["shared"], layout["rows"]
             self._check_layout()
-        except (KeyError, TypeError, ValueError, AttributeError) as err:
+        except (KeyError, TypeError, ValueError, AttributeError, fits.VerifyError) as err:
             raise DDMError(f"{path}: damaged layout card DDMLAYOU ({type(err).__name__}: {err})") from None
         self.keys = tuple(self._layout)
         self.provenance = {name: primary[card] for name, (card, _) in PROVENANCE_CARDS.items() if card in primary}
@@ -294,9 +302,11 @@ class FitsOutput(OutputReader):
         return np.dtype(self._layout[key]["dtype"])
 
     def read(self, key, start=0, stop=None):
+        from astropy.io.fits import VerifyError
+
         try:
             return self._read(key, start, stop)
-        except (ValueError, TypeError, KeyError, IndexError, AttributeError, OSError) as err:
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, OSError, VerifyError) as err:
             raise DDMError(f"{self.path}: cannot read {key} ({type(err).__name__}: {str(err)[:200]})") from None
 
     def _read(self, key, start, stop):

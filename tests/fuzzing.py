@@ -169,6 +169,40 @@ def fits_card(rng, data: bytes) -> tuple[bytes, str]:
     return data[:at] + card + data[at + 80:], f"card {key} = {value}"
 
 
+def catalog_layout(rng, data: bytes) -> tuple[bytes, str]:
+    """A ddm-jax FITS catalogue whose layout card (DDMLAYOU) says something else than the file holds."""
+    from astropy.io import fits
+
+    with fits.open(io.BytesIO(data)) as hdul:
+        layout = json.loads(hdul[0].header["DDMLAYOU"])
+        key = rng.choice(sorted(layout["arrays"]))
+        entry = layout["arrays"][key]
+        what = rng.choice(["rows", "shape", "column", "dtype", "hdu", "shared", "truncated", "split", "type"])
+        if what == "rows":
+            layout["rows"] = rng.choice([-1, 0, layout["rows"] + 1, 10**12, "3", None])
+        elif what == "shape":
+            entry["shape"] = rng.choice([[], [3], [3, 8, 2], [-1], [10**9], [2208, 2], "8"])
+        elif what == "column":
+            entry["columns"] = rng.choice([["no_such_column"], [], None, ["p_sf", "p_sf"], "p_sf"])
+        elif what == "dtype":
+            entry["dtype"] = rng.choice(["|O", "|V8", "<M8[s]", "<c8", "nonsense", "<f4", "|b1", "U"])
+        elif what == "hdu":
+            entry["hdu"] = rng.choice(["PRIMARY", "CATALOG", "SF_SPECTRUM", "NOPE", 3])
+        elif what == "shared":
+            layout["shared"] = rng.choice([{"line_names": {"a": 1}}, {"format": 3}, {"other": "x"}, [], None])
+        elif what == "split":
+            entry["split"] = not entry.get("split")
+        elif what == "type":
+            layout["arrays"] = rng.choice([[], "x", {key: None}, {key: []}])
+        text = json.dumps(layout)
+        if what == "truncated":
+            text = text[:rng.randrange(len(text))]
+        hdul[0].header["DDMLAYOU"] = text
+        out = io.BytesIO()
+        hdul.writeto(out)
+    return out.getvalue(), f"layout {what} of {key}"
+
+
 def hdf5_structure(rng, data: bytes) -> tuple[bytes, str]:
     """A Keras HDF5 file edited with h5py: a weight replaced, retyped, linked away or deleted, or a
     names attribute changed."""
@@ -273,6 +307,14 @@ def state_dict_change(rng, data: bytes) -> tuple[bytes, str]:
 
 # --- the good files and the readers under test -----------------------------------------------------
 
+def _either(*mutations):
+    """One of several format-aware mutations, picked at random per case."""
+    def mutate(rng, data: bytes) -> tuple[bytes, str]:
+        return rng.choice(mutations)(rng, data)
+
+    return mutate
+
+
 def _prepared(rng_np) -> dict[str, np.ndarray]:
     from ddm_jax.constants import N_BINS, wavelength_grid
     from ddm_jax.prepare import lines
@@ -306,8 +348,10 @@ def _manga_cube(path: Path) -> Path:
 
 class Fuzzer:
     def __init__(self, work: Path, seed: int):
+        from ddm_jax.catalog import write_output
         from ddm_jax.checkpoint import convert_to_checkpoint
         from ddm_jax.inference import Decomposer
+        from ddm_jax.streaming import decompose_files
 
         self.work, self.rng = work, random.Random(seed)
         good = work / "good"
@@ -330,6 +374,11 @@ class Fuzzer:
         as_model_save(DATA / "tiny_regressor_keras.hdf5", good / "regressor.h5")
         _manga_cube(good / "manga-1-2-LOGCUBE.fits")
         self.companion = good / "companion.csv"
+        checkpoint = work / "checkpoint"
+        convert_to_checkpoint([good / "ddm.hdf5", DATA / "tiny_regressor_keras.hdf5"], checkpoint)
+        self.decomposer = Decomposer.from_checkpoint(checkpoint, batch_size=4)
+        write_output(good / "prepared.fits", _prepared(rng_np))
+        decompose_files(self.decomposer, good / "prepared.npz", good / "mass2.npy", good / "decomposed.fits")
         self.seeds = {  # target: (good file, the format-aware mutation)
             "keras (save_weights)": (good / "ddm.hdf5", hdf5_structure),
             "keras (model.save)": (good / "regressor.h5", hdf5_structure),
@@ -345,14 +394,13 @@ class Fuzzer:
             "DESI redrock FITS.gz (prepare)": (REAL / "redrock-4-80613-thru20210324.fits.gz", fits_card),
             "MaNGA DAP FITS.gz (prepare)": (REAL / "MaNGA_test_spectra.fits.gz", fits_card),
             "MaNGA cube FITS (prepare)": (good / "manga-1-2-LOGCUBE.fits", fits_card),
+            "PREPARED .fits (decompose)": (good / "prepared.fits", _either(fits_card, catalog_layout)),
+            "FITS catalogue (export)": (good / "decomposed.fits", _either(fits_card, catalog_layout)),
         }
         try:
             self.seeds["PyTorch state_dict"] = (self._state_dict(good), state_dict_change)
         except ImportError:
             print("torch is not installed: state_dicts are not fuzzed", file=sys.stderr)
-        checkpoint = work / "checkpoint"
-        convert_to_checkpoint([good / "ddm.hdf5", DATA / "tiny_regressor_keras.hdf5"], checkpoint)
-        self.decomposer = Decomposer.from_checkpoint(checkpoint, batch_size=4)
         self.good = good
 
     @staticmethod
@@ -387,6 +435,7 @@ class Fuzzer:
     def run(self, target: str, case: Path) -> str:
         """Run the reader of `target` on the mutated file `case`; 'ok' or 'refused' (a DDMError
         checked to be one line), or raise AssertionError for a broken invariant."""
+        from ddm_jax.catalog import export
         from ddm_jax.errors import DDMError
         from ddm_jax.prepare.readers import read_many, read_z_table
         from ddm_jax.streaming import decompose_files
@@ -397,6 +446,8 @@ class Fuzzer:
         try:
             if target.startswith(("keras", "PyTorch")):
                 convert_file(str(case))
+            elif target.startswith("FITS catalogue"):
+                export(case, out / "result.npz")
             elif target.startswith("redshift table"):
                 read_z_table(case)
             elif target.endswith("(decompose)"):
