@@ -20,6 +20,7 @@ so that `astropy.table.Table.read(OUT.fits)` is the catalogue and `read_arrays(O
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import math
 import re
@@ -58,8 +59,7 @@ DESCRIPTIONS = {
     "meets_snr": "S/N > 8 in the BPT lines", "line_fit_ok": "the line fit describes the data",
     "broad_balmer": "broad Halpha found (type-1 AGN)", "passes_gate": "meets_snr, line_fit_ok, no broad lines",
     "position": "cube spaxel (x, y) or RSS row (k, -1); (-1, -1) elsewhere", "source": "input file",
-    "bpt_class": "[NII] BPT class (coding: BPTCLAnn cards)", "bpt_nii": "[NII] BPT class of the measured ratios",
-    "bpt_sii": "[SII] BPT class of the measured ratios",
+    "bpt_nii": "[NII] BPT class of the measured ratios", "bpt_sii": "[SII] BPT class of the measured ratios",
 }
 UNITS = {"line_velocity": "km/s", "line_sigma": "km/s", "stellar_velocity": "km/s", "stellar_sigma": "km/s"}
 # Spectrum-shaped arrays: their image HDU's BUNIT comment.
@@ -463,17 +463,26 @@ class _Column:
 PART_LABELS = {"composite": "input spectrum", "sf": "SF part", "agn": "AGN part"}
 
 
+# The line quantities (constants.LINE_QUANTITIES), for people.
+QUANTITY_DESCRIPTIONS = {
+    "log_nii_ha": "log [NII]6584/Halpha", "log_oiii_hb": "log [OIII]5007/Hbeta", "log_oi_ha": "log [OI]6300/Halpha",
+    "log_oii_hb": "log [OII]3726,3729/Hbeta", "log_ha_hb": "log Halpha/Hbeta", "log_sii_ratio": "log [SII]6717/6731",
+    "log_sii_ha": "log [SII]6717,6731/Halpha", "log_ha_ew": "log Halpha EW (Angstrom)", "bpt_nii": "[NII] BPT class",
+    "bpt_class": "[NII] BPT class",
+}
+
+
 def _describe(name: str) -> str | None:
     if name in DESCRIPTIONS:
         return DESCRIPTIONS[name]
     for part, label in PART_LABELS.items():
         if name.startswith(part + "_"):
             quantity = name[len(part) + 1:]
-            return f"{'[NII] BPT class' if quantity == 'bpt_class' else quantity}, {label}"
+            return f"{QUANTITY_DESCRIPTIONS.get(quantity, quantity)} of the {label} (DDM)"
     if name.startswith("measured_"):
         base = name.removeprefix("measured_")
-        return f"{DESCRIPTIONS.get(base, base)}, measured by prepare"
-    return DESCRIPTIONS.get(name)
+        return f"{QUANTITY_DESCRIPTIONS.get(base, base)} measured by prepare's fit"
+    return None
 
 
 def _table_columns(reader: OutputReader, layout: dict, string_widths: dict) -> list[_Column]:
@@ -596,6 +605,23 @@ def _maps(reader: OutputReader) -> list:
     return maps
 
 
+def _described_columns_comments(columns: list[_Column]) -> list[str]:
+    """The COMMENT cards in which astropy keeps column descriptions (its serialized-columns YAML), so
+    that `Table.read` gives each column its description back."""
+    from astropy.io import fits
+    from astropy.table import Table
+
+    described = Table()
+    for column in columns:
+        described[column.name] = np.zeros((0,) + ((column.repeat,) if column.repeat > 1 else ()), column.stored)
+        described[column.name].description = column.description
+    buffer = io.BytesIO()  # Table.write, not table_to_hdu, is what serializes descriptions
+    described.write(buffer, format="fits")
+    buffer.seek(0)
+    with fits.open(buffer) as hdul:
+        return list(hdul[1].header.get("COMMENT", []))
+
+
 def write_fits(path, reader: OutputReader, provenance: dict | None = None, progress=None) -> Path:
     """Write `reader`'s output as a FITS catalogue (module docstring), `BLOCK_ROWS` rows at a time,
     atomically; returns the path. `provenance` replaces the reader's own if given."""
@@ -617,6 +643,8 @@ def write_fits(path, reader: OutputReader, provenance: dict | None = None, progr
             _set_card(table_header, f"TTYPE{i}", column.name, column.description)
         if column.name in ids and column.letter in "IJK":
             table_header[f"TNULL{i}"] = -1
+    for line in _described_columns_comments(columns):
+        table_header.add_comment(line)
     images = [k for k, e in layout.items() if e["columns"] is None]
     n_bins = reader.wavelength.shape[0]
     sources = None

@@ -97,6 +97,8 @@ def test_table_read_is_the_catalogue_with_named_columns(example):
     for name in table.colnames:
         np.testing.assert_array_equal(np.ma.filled(in_memory[name], np.nan), np.ma.filled(table[name], np.nan))
         assert in_memory[name].unit == table[name].unit, name
+        assert in_memory[name].description == table[name].description, name
+    assert table["agn_log_oiii_hb"].description == "log [OIII]5007/Hbeta of the AGN part (DDM)"
 
 
 def test_fits_verifies_and_carries_provenance_coding_and_wavelength_wcs(example, checkpoint):
