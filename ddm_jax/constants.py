@@ -42,6 +42,19 @@ MASKED_ONLY_LINES = {
     "hei_7065": 7067.1, "ariii_7135": 7137.8, "oii_7320": 7321.9, "oii_7330": 7332.2,
 }
 
+# Stellar absorption lines (vacuum Å) of the out-of-domain star spectra (ddm_jax.ood): the Balmer
+# series to H8, then Ca II K and H, the G band, Mg b, Fe 5270 and 5335 and Na D.
+STELLAR_ABSORPTION_LINES = {
+    "halpha": EMISSION_LINES["halpha"], "hbeta": EMISSION_LINES["hbeta"], "hgamma": EMISSION_LINES["hgamma"],
+    "hdelta": EMISSION_LINES["hdelta"], "hepsilon": 3971.2, "h8": 3890.2, "ca_k": 3934.8, "ca_h": 3969.6,
+    "g_band": 4305.0, "mg_b": 5176.7, "fe_5270": 5270.4, "fe_5335": 5335.1, "na_d2": 5891.6, "na_d1": 5897.6,
+}
+
+# Night-sky emission lines (observed frame, air, Å) of the out-of-domain sky spectra: O I, Na D, OH.
+SKY_LINES = (5577.34, 6300.30, 6363.78, 5889.95, 5895.92, 6863.96, 7276.41, 7316.28, 7340.88, 7571.75,
+             7750.64, 7794.11, 7821.50, 7913.71, 7993.33, 8344.60, 8399.17, 8430.17, 8465.36, 8504.63, 8827.10,
+             8885.85, 8919.61, 8943.40, 8958.08)
+
 # The regressor's eight outputs, in order. Upstream documents indices 0, 1 and 6; the other
 # five are this project's choice, picked so that the eight values fix every line flux
 # (docs/model.md#the-line-ratio-regressor):

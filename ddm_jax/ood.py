@@ -20,19 +20,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from ddm_jax.constants import EMISSION_LINES, SPEED_OF_LIGHT_KMS, norm_window_slice, wavelength_grid
+from ddm_jax.constants import (
+    EMISSION_LINES,
+    SKY_LINES,
+    SPEED_OF_LIGHT_KMS,
+    STELLAR_ABSORPTION_LINES,
+    norm_window_slice,
+    wavelength_grid,
+)
 
 KINDS = ("type1_agn", "stars", "sky", "low_snr")
 SNR = 30.0  # per bin, the noise of the synthetic training spectra
 BROAD_LINES = {"halpha": 1.0, "hbeta": 1.0, "hgamma": 0.47, "hdelta": 0.26}  # Hβ-relative (Case B) but Hα
-# Stellar absorption (vacuum Å): Balmer lines, then metal lines and Ca II H&K.
-BALMER_ABSORPTION = (EMISSION_LINES["halpha"], EMISSION_LINES["hbeta"], EMISSION_LINES["hgamma"],
-                     EMISSION_LINES["hdelta"], 3971.2, 3890.2)
-METAL_ABSORPTION = (3934.8, 3969.6, 4305.0, 5176.7, 5270.4, 5335.1, 5891.6, 5897.6)
-# Night-sky lines (observed frame, air, Å): O I, Na D, OH.
-SKY_LINES = (5577.34, 6300.30, 6363.78, 5889.95, 5895.92, 6863.96, 7276.41, 7316.28, 7340.88, 7571.75,
-             7750.64, 7794.11, 7821.50, 7913.71, 7993.33, 8344.60, 8399.17, 8430.17, 8465.36, 8504.63, 8827.10,
-             8885.85, 8919.61, 8943.40, 8958.08)
+BALMER = ("halpha", "hbeta", "hgamma", "hdelta", "hepsilon", "h8")  # deepest near 10000 K; the rest: cooler stars
+BALMER_ABSORPTION = tuple(STELLAR_ABSORPTION_LINES[name] for name in BALMER)
+METAL_ABSORPTION = tuple(value for name, value in STELLAR_ABSORPTION_LINES.items() if name not in BALMER)
 PLANCK_HC_K = 1.4387769e8  # h c / k in Å K
 
 
