@@ -208,6 +208,33 @@ class FolderOutput(OutputReader):
         return self._arrays[key].read(start, self.rows if stop is None else min(stop, self.rows))
 
 
+class ConcatenatedOutput(OutputReader):
+    """Several outputs of the same keys one after another (a multi-host run's shares, in row order)."""
+
+    def __init__(self, parts: list[OutputReader]):
+        first = parts[0]
+        if any(set(p.keys) != set(first.keys) or any(p.shape(k)[1:] != first.shape(k)[1:] for k in first.keys)
+               for p in parts):
+            raise DDMError(f"{', '.join(str(p.path) for p in parts)}: the parts hold different arrays")
+        self.parts, self.path, self.keys = parts, first.path, first.keys
+        self.starts = np.cumsum([0] + [p.rows for p in parts])
+        self.rows = int(self.starts[-1])
+        self.wavelength, self.shared, self.provenance = first.wavelength, first.shared, first.provenance
+
+    def shape(self, key):
+        return (self.rows,) + self.parts[0].shape(key)[1:]
+
+    def dtype(self, key):
+        return self.parts[0].dtype(key)
+
+    def read(self, key, start=0, stop=None):
+        stop = self.rows if stop is None else min(stop, self.rows)
+        bounds = zip(self.parts, self.starts[:-1], self.starts[1:])
+        pieces = [part.read(key, max(start, lo) - lo, min(stop, hi) - lo)
+                  for part, lo, hi in bounds if max(start, lo) < min(stop, hi)]
+        return np.concatenate(pieces) if pieces else self.parts[0].read(key, 0, 0)
+
+
 def _folder_provenance(manifest: dict) -> dict:
     """What a folder made before provenance was recorded tells of itself."""
     described = manifest.get("decomposer", {})

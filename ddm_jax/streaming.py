@@ -25,7 +25,7 @@ import numpy as np
 
 from ddm_jax import __version__
 from ddm_jax.batching import batch_ranges, pipelined, prefetched
-from ddm_jax.catalog import is_fits_name, provenance_now, write_output
+from ddm_jax.catalog import ConcatenatedOutput, FolderOutput, is_fits_name, provenance_now, write_fits, write_output
 from ddm_jax.errors import DDMError
 from ddm_jax.inference import Decomposer, validate_inputs
 from ddm_jax.io import NpyArray, NpyWriter, RowSource, changed_settings, write_json_atomic, writing
@@ -33,6 +33,7 @@ from ddm_jax.trust import validate_ivar
 
 MANIFEST, JOB, DONE = "manifest.json", "job.json", "done.json"
 MERGE_BLOCK = 8192  # rows copied at a time when merging shares
+SAME_JOB = ("spectra", "mass", "ivar", "normalize", "decomposer", "total")  # what the shares of one job share
 # PREPARED.npz's measured line ratios and BPT class, carried into the output as measured_<key>.
 MEASURED_KEYS = ("log_nii_ha", "log_oiii_hb", "log_sii_ha", "log_oi_ha", "bpt_nii")
 # PREPARED keys carried as they are: ids, redshift, where each spectrum lies in its file, and a
@@ -229,15 +230,21 @@ def decompose_to_folder(decomposer: Decomposer, spectra: RowSource, mass: RowSou
 
 
 def merge_folders(parts: list, output) -> Path:
-    """Concatenate the folders of one job's process shares (any order) into one folder."""
+    """Concatenate the folders of one job's process shares (any order) into one folder, or, for an
+    output ending in .fits, straight into a FITS catalogue (a block of rows at a time)."""
     output = Path(output)
     if output.exists():
         raise DDMError(f"{output} already exists")
+    if is_fits_name(output):
+        manifests = _shares_in_order(parts)
+        readers = [FolderOutput(part) for _, part in manifests]
+        return write_fits(output, ConcatenatedOutput(readers), provenance=manifests[0][0].get("provenance", {}))
     with writing(output):
         return _merge(parts, output)
 
 
-def _merge(parts: list, output: Path) -> Path:
+def _shares_in_order(parts: list) -> list[tuple[dict, Path]]:
+    """(manifest, folder) of each share, in row order, checked to be one job's and to cover every row once."""
     manifests = []
     for part in map(Path, parts):
         if not (part / MANIFEST).is_file():
@@ -245,10 +252,9 @@ def _merge(parts: list, output: Path) -> Path:
         manifests.append((json.loads((part / MANIFEST).read_text()), part))
     manifests.sort(key=lambda m: m[0]["rows"][0])
     first = manifests[0][0]
-    same = ("spectra", "mass", "ivar", "normalize", "decomposer", "total")
     expected_start = 0
     for manifest, part in manifests:
-        if any(manifest.get(k) != first.get(k) for k in same):
+        if any(manifest.get(k) != first.get(k) for k in SAME_JOB):
             raise DDMError(f"{part} comes from a different job (inputs or options differ)")
         if manifest["rows"][0] != expected_start:
             raise DDMError(f"shares do not join up: {part} starts at row {manifest['rows'][0]}, "
@@ -257,6 +263,12 @@ def _merge(parts: list, output: Path) -> Path:
     total_rows = first["total"]
     if expected_start != total_rows:
         raise DDMError(f"the shares cover rows 0-{expected_start - 1} of {total_rows}: a share is missing")
+    return manifests
+
+
+def _merge(parts: list, output: Path) -> Path:
+    manifests = _shares_in_order(parts)
+    first, total_rows = manifests[0][0], manifests[0][0]["total"]
     partial = output.with_name(output.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)
@@ -271,7 +283,7 @@ def _merge(parts: list, output: Path) -> Path:
             for lo in range(0, source.rows, MERGE_BLOCK):
                 writer.write(manifest["rows"][0] + lo, source.read(lo, min(lo + MERGE_BLOCK, source.rows)))
         keys[key] = {"shape": list(shape), "dtype": spec["dtype"]}
-    merged = {**{k: first.get(k) for k in same}, "keys": keys, "rows": [0, total_rows],
+    merged = {**{k: first.get(k) for k in SAME_JOB}, "keys": keys, "rows": [0, total_rows],
               "provenance": first.get("provenance", {}),
               "merged_from": [str(p) for _, p in manifests], "ddm_jax_version": __version__}
     write_json_atomic(partial / MANIFEST, merged)

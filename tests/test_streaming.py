@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_DDM_KERAS, TINY_REGRESSOR_KERAS, random_spectra
+from ddm_jax.catalog import read_arrays
 from ddm_jax.cli import main
 from ddm_jax.errors import DDMError
 from ddm_jax.inference import OUTPUT_KEYS, Decomposer
@@ -161,6 +162,9 @@ def test_two_processes_on_disjoint_shares_then_merge(job, tmp_path):
         assert rows == list(share_range(COUNT, i, 2))
     assert main(["merge", str(shares[1]), str(shares[0]), "-o", str(tmp_path / "merged")]) == 0
     assert_same(load_folder(tmp_path / "merged"), reference)
+    # straight into a FITS catalogue, the same numbers (catalog.ConcatenatedOutput over the shares)
+    assert main(["merge", str(shares[0]), str(shares[1]), "-o", str(tmp_path / "merged.fits")]) == 0
+    assert_same(read_arrays(tmp_path / "merged.fits"), reference)
     with pytest.raises(DDMError, match="a share is missing"):
         from ddm_jax.streaming import merge_folders
 
