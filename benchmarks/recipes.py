@@ -30,9 +30,9 @@ def time_generation(count: int = 2048) -> dict:
 
     from ddm_jax import realistic
 
-    for key in (0, 1):  # compile both
-        jax.block_until_ready(realistic.galaxies(jax.random.PRNGKey(key), 64, "sf"))
-        jax.block_until_ready(realistic.agn_galaxies(jax.random.PRNGKey(key), 64))
+    # compile first, at the timed sizes (the batch size is a static argument: another size compiles again)
+    jax.block_until_ready(realistic.galaxies(jax.random.PRNGKey(0), count, "sf"))
+    jax.block_until_ready(realistic.agn_galaxies(jax.random.PRNGKey(1), count))
     started = time.perf_counter()
     jax.block_until_ready(realistic.galaxies(jax.random.PRNGKey(2), count, "sf"))
     jax.block_until_ready(realistic.agn_galaxies(jax.random.PRNGKey(3), count))
@@ -43,6 +43,7 @@ def time_generation(count: int = 2048) -> dict:
 def run_recipe(name: str, run_dir: Path) -> dict:
     import jax
 
+    from ddm_jax.checkpoint import load_trust
     from ddm_jax.evaluate import evaluate
     from ddm_jax.inference import Decomposer
     from ddm_jax.recipes import get_recipe, train_recipe
@@ -55,12 +56,17 @@ def run_recipe(name: str, run_dir: Path) -> dict:
         decomposer = Decomposer(*trained["params"], *trained["configs"], needs_mass=False)
     else:
         decomposer = Decomposer.from_checkpoint(trained["model"])
+    started = time.perf_counter()
     metrics, _ = evaluate(decomposer, trained["held_out"], recipe=name)
+    evaluate_seconds = time.perf_counter() - started
+    calibration = None if trained["model"] is None else load_trust(trained["model"])
     device = jax.devices()[0]
     recipe = get_recipe(name)
     return {"recipe": name, "budget_seconds": recipe.budget_seconds, "library_size": recipe.library_size,
             "batch_sizes": [recipe.ddm_batch, recipe.regressor_batch], "dtype": "float32",
-            "training": trained["info"], "train_recipe_wall_seconds": round(wall, 1), "metrics": metrics,
+            "training": trained["info"], "train_recipe_wall_seconds": round(wall, 1),
+            "evaluate_seconds": round(evaluate_seconds, 1), "metrics": metrics,
+            "trust_false_alarm_rate": None if calibration is None else float(calibration.false_alarm_rate),
             "device": f"{device.platform}: {device.device_kind}", "cpu": cpu_description(),
             "load_average_at_start": round(load, 2), "jax": importlib.metadata.version("jax"),
             "generation": time_generation()}
@@ -77,7 +83,8 @@ def markdown(result: dict) -> str:
         f"(batches {result['batch_sizes'][0]} and {result['batch_sizes'][1]}) in {training['training_seconds']} s "
         f"({training['ddm_samples_per_second']} and {training['regressor_samples_per_second']} samples/s); "
         f"train_recipe in all {result['train_recipe_wall_seconds']} s of a {result['budget_seconds']:g} s budget; "
-        f"completed: {training['training_completed']}.",
+        f"completed: {training['training_completed']}; evaluation {result['evaluate_seconds']} s; trust "
+        f"calibration's false-alarm rate on its held-out test spectra: {result['trust_false_alarm_rate']}.",
         f"Data generation: {result['generation']['spectra_per_second']} realistic spectra/s "
         f"({result['generation']['spectra']} in {result['generation']['seconds']} s).", "",
         "| target | goal | reached | met |", "|---|---|---|---|",

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import h5py
 import numpy as np
 
-from ddm_jax.errors import DDMError
+from ddm_jax.errors import DDMError, first_line
 
 from .rules import DeclaredArray
 
@@ -159,7 +159,7 @@ def open_keras_weights(path: str) -> Iterator[tuple[list[KerasLayer], str]]:
         raise
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as err:
         raise DDMError(f"{path}: cannot read the HDF5 file (truncated or corrupt?): "
-                       f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+                       f"{first_line(err)}") from None
 
 
 def _layers(path: str, f: h5py.File) -> tuple[list[KerasLayer], str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ddm_jax.errors import DDMError
+from ddm_jax.errors import DDMError, first_line
 
 from .rules import DeclaredArray
 
@@ -29,7 +29,7 @@ def read_state_dict(path: str) -> dict[str, DeclaredArray]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # torch raises many types for corrupt, truncated or unsafe files
-        raise DDMError(f"{path}: cannot load it as a PyTorch state_dict: {str(err).splitlines()[0]}") from err
+        raise DDMError(f"{path}: cannot load it as a PyTorch state_dict: {first_line(err)}") from err
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise DDMError(f"{path}: expected a state_dict (a mapping of names to tensors), got {type(state).__name__}")
     not_float = [key for key, value in state.items() if not value.is_floating_point()]

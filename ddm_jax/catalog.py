@@ -32,15 +32,17 @@ import numpy as np
 from ddm_jax import __version__
 from ddm_jax.bpt import CLASS_NAMES, UNDEFINED
 from ddm_jax.constants import LINE_QUANTITIES, WAVELENGTH_STEP, wavelength_grid
-from ddm_jax.errors import DDMError
-from ddm_jax.io import NpyArray, load_npz, write_atomic
+from ddm_jax.errors import DDMError, first_line
+from ddm_jax.io import Declared, NpyArray, load_npz, refuse_beyond_memory, write_atomic
+from ddm_jax.prepare import readers
 
 FORMAT = "ddm-jax-catalog/1"
 CATALOG, SOURCES = "CATALOG", "SOURCES"
+FITS_NAMES = (".fits", ".fit", ".fts")  # what a catalogue's name ends in (uncompressed: it is memory-mapped)
 PARTS = ("composite", "sf", "agn")  # axis 1 of line_ratios and bpt_class
+PART_LABELS = {"composite": "input spectrum", "sf": "SF part", "agn": "AGN part"}
 BLOCK_ROWS = 8192  # catalogue rows read and written at a time
 BLOCK_BYTES = 16 << 20  # and at most this much of an image: memory stays flat however many rows
-FITS_BLOCK = 2880
 # Keys that are not per spectrum: the wavelength goes into each image's WCS, the rest into the layout.
 SHARED_KEYS = ("wavelength", "line_names", "format", "provenance")
 
@@ -65,8 +67,8 @@ UNITS = {"line_velocity": "km/s", "line_sigma": "km/s", "stellar_velocity": "km/
 # Spectrum-shaped arrays: their image HDU's BUNIT comment.
 SPECTRUM_UNITS = {"flux": "rest-frame flux density as the survey gives it", "ivar": "inverse variance of flux",
                   "mask": "resample bits: 0 measured", "continuum": "fitted stellar continuum, flux units",
-                  "line_model": "fitted narrow lines, flux units"}
-SPLIT_BY_PART = ("line_ratios", "bpt_class")  # (B, 3[, 8]) -> one named column per part (and quantity)
+                  "line_model": "fitted narrow lines, flux units",
+                  "resample_mask": "resample bits: 0 measured"}
 SPLIT_BY_LINE = ("line_flux", "line_flux_err", "line_snr")  # PREPARED (B, n_lines) -> one per line
 # Provenance items and their header keywords (8 characters, FITS standard).
 PROVENANCE_CARDS = {
@@ -80,6 +82,13 @@ PROVENANCE_CARDS = {
     "mc_samples": ("MCSAMPLE", "Monte-Carlo dropout passes (0: off)"), "mc_seed": ("MCSEED", "dropout seed"),
     "coverage": ("COVERAGE", "prepare coverage policy"), "snr_policy": ("SNRPOL", "prepare gate policy"),
 }
+
+
+def output_arrays(decomposer, result: dict, carried: dict | None = None, **provenance) -> dict[str, np.ndarray]:
+    """What `decompose` writes: the grid, the Decomposer's `result`, the input's `carried` keys and the
+    provenance (`provenance_now` of the decomposer's and the given items), as a JSON string."""
+    made = provenance_now(**provenance, **decomposer.provenance())
+    return {"wavelength": decomposer.wavelength, **result, **(carried or {}), "provenance": np.array(json.dumps(made))}
 
 
 def provenance_now(**items) -> dict:
@@ -122,8 +131,15 @@ class OutputReader:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def declared(self) -> dict[str, Declared]:
+        """Shape and dtype of every array `arrays` would return, known without reading them."""
+        shared = {"wavelength": self.wavelength, **{k: np.asarray(v) for k, v in self.shared.items()}}
+        return {**{k: Declared(self.shape(k), self.dtype(k), False) for k in self.keys},
+                **{k: Declared(v.shape, v.dtype, False) for k, v in shared.items()}}
+
     def arrays(self) -> dict[str, np.ndarray]:
-        """Everything, in memory: the `.npz`'s dict."""
+        """Everything, in memory: the `.npz`'s dict (refused, before reading, if it cannot fit)."""
+        refuse_beyond_memory(self.path, sum(math.prod(self.shape(k)) * self.dtype(k).itemsize for k in self.keys))
         out = {"wavelength": self.wavelength, **{k: self.read(k) for k in self.keys}}
         out.update({k: np.asarray(v) for k, v in self.shared.items()})
         if self.provenance:
@@ -250,10 +266,8 @@ class FitsOutput(OutputReader):
     def __init__(self, path):
         from astropy.io import fits
 
-        from ddm_jax.prepare.readers import check_fits_structure
-
         self.path = Path(path)
-        check_fits_structure(self.path)  # what the headers declare lies within the file
+        readers.check_fits_structure(self.path)  # what the headers declare lies within the file
         with warnings.catch_warnings(record=True) as caught:  # astropy only warns of a damaged file
             warnings.simplefilter("always")
             try:
@@ -261,11 +275,21 @@ class FitsOutput(OutputReader):
                 self._hdul.readall()
                 primary = self._hdul[0].header
             except (OSError, ValueError, IndexError, fits.VerifyError) as err:
-                raise DDMError(f"{path}: unreadable FITS file ({str(err).splitlines()[0]})") from None
-        damaged = [str(w.message).splitlines()[0] for w in caught if issubclass(w.category, fits.verify.VerifyWarning)]
-        if damaged:
+                if hasattr(self, "_hdul"):
+                    self._hdul.close()
+                raise DDMError(f"{path}: unreadable FITS file ({first_line(err)})") from None
+        try:  # a refused file is closed
+            self._read_primary(primary, [w for w in caught if issubclass(w.category, fits.verify.VerifyWarning)])
+        except DDMError:
             self._hdul.close()
-            raise DDMError(f"{path}: damaged FITS file ({damaged[0]})")
+            raise
+
+    def _read_primary(self, primary, damaged: list) -> None:
+        from astropy.io import fits
+
+        path = self.path
+        if damaged:
+            raise DDMError(f"{path}: damaged FITS file ({first_line(damaged[0].message)})")
         if primary.get("DDMFORM") != FORMAT:
             raise DDMError(f"{path}: not a ddm-jax catalogue (DDMFORM is {primary.get('DDMFORM')!r}, "
                            f"expected {FORMAT!r}); `ddm-jax export` writes one")
@@ -366,14 +390,21 @@ def open_output(path) -> OutputReader:
     name = path.name.lower()
     if name.endswith(".npz"):
         return ArraysOutput(load_npz(path, "decompose/prepare output"), path)
-    if name.endswith((".fits", ".fit", ".fts")):
+    if is_fits_name(path):
         return FitsOutput(path)
     raise DDMError(f"{path}: not an output (expected an .npz, a .fits catalogue or a decompose folder)")
 
 
-def read_arrays(path) -> dict[str, np.ndarray]:
-    """An output's arrays as the `.npz` holds them (a FITS catalogue's layout undone)."""
+def read_arrays(path, required=(), check=None) -> dict[str, np.ndarray]:
+    """An output's arrays as the `.npz` holds them (a FITS catalogue's layout undone). As with
+    `io.load_npz`, the `required` keys and `check(declared)` are checked before any data is read."""
     with open_output(path) as reader:
+        declared = reader.declared()
+        missing = [key for key in required if key not in declared]
+        if missing:
+            raise DDMError(f"{path}: lacks {', '.join(missing)}")
+        if check is not None:
+            check(declared)
         return reader.arrays()
 
 
@@ -487,7 +518,6 @@ class _Column:
         return values.reshape(values.shape[0], -1) if self.repeat > 1 else values
 
 
-PART_LABELS = {"composite": "input spectrum", "sf": "SF part", "agn": "AGN part"}
 
 
 # The line quantities (constants.LINE_QUANTITIES), for people.
@@ -549,7 +579,7 @@ def _id_columns(reader: OutputReader) -> tuple[list[_Column], dict[str, np.ndarr
 
 
 def _padding(nbytes: int) -> bytes:
-    return b"\0" * (-nbytes % FITS_BLOCK)
+    return b"\0" * (-nbytes % readers.FITS_BLOCK)
 
 
 def _header_bytes(header) -> bytes:
@@ -599,23 +629,29 @@ def _image_header(key: str, dtype: np.dtype, rows: int, n_bins: int, wavelength:
     return header
 
 
-def _maps(reader: OutputReader) -> list:
-    """(name, image, header) per MaNGA cube: SF fraction and [NII] BPT class on its celestial WCS."""
+def _maps(reader: OutputReader, wcs_by_source: dict[str, str]) -> list:
+    """(image, header) per MaNGA cube: SF fraction and [NII] BPT class on its celestial WCS.
+
+    Only outputs of a PREPARED input have cubes (a source with a WCS), and those are held in memory,
+    so the per-spectrum columns are read whole here."""
     from astropy.io import fits
 
-    needed = ("wcs", "source", "position", "sf_fraction", "bpt_class")
-    if not all(k in reader.keys for k in needed):
+    cubes = [name for name, wcs in wcs_by_source.items() if wcs]
+    if not cubes or not all(k in reader.keys for k in ("position", "sf_fraction", "bpt_class")):
         return []
-    wcs, source, position = reader.read("wcs"), reader.read("source"), reader.read("position")
+    source, position = reader.read("source"), reader.read("position")
     sf_fraction, bpt_class = reader.read("sf_fraction"), reader.read("bpt_class")[:, 0]
-    ids = reader.read("ids") if "ids" in reader.keys else source
+    names, which = np.unique(source, return_inverse=True)
     maps = []
-    for cube in dict.fromkeys(source[(wcs != "") & (position[:, 1] >= 0)]):
-        rows = np.flatnonzero((source == cube) & (position[:, 1] >= 0))
-        header = fits.Header.fromstring(str(wcs[rows[0]]))
+    for cube in cubes:
+        rows = np.flatnonzero((which == np.searchsorted(names, cube)) & (position[:, 1] >= 0))
+        if not rows.size:
+            continue
+        header = fits.Header.fromstring(wcs_by_source[cube])
         x, y = position[rows, 0], position[rows, 1]
         nx, ny = header.get("NAXIS1", int(x.max()) + 1), header.get("NAXIS2", int(y.max()) + 1)
-        name = str(ids[rows[0]]).partition("#")[0]
+        first = reader.read("ids", rows[0], rows[0] + 1)[0] if "ids" in reader.keys else cube
+        name = str(first).partition("#")[0]
         fraction = np.full((ny, nx), np.nan, np.float32)
         fraction[y, x] = sf_fraction[rows]
         classes = np.full((ny, nx), UNDEFINED, np.int16)
@@ -649,13 +685,12 @@ def _described_columns_comments(columns: list[_Column]) -> list[str]:
         return list(hdul[1].header.get("COMMENT", []))
 
 
-def write_fits(path, reader: OutputReader, provenance: dict | None = None, progress=None) -> Path:
+def write_fits(path, reader: OutputReader, progress=None) -> Path:
     """Write `reader`'s output as a FITS catalogue (module docstring), `BLOCK_ROWS` rows at a time,
-    atomically; returns the path. `provenance` replaces the reader's own if given."""
+    atomically; returns the path."""
     from astropy.io import fits
 
     layout = plan_layout(reader)
-    provenance = reader.provenance if provenance is None else provenance
     widths = {k: _string_width(reader, k) for k in reader.keys
               if reader.dtype(k).kind == "U" and layout[k]["hdu"] == CATALOG}
     id_columns, ids = _id_columns(reader)
@@ -674,7 +709,7 @@ def write_fits(path, reader: OutputReader, provenance: dict | None = None, progr
         table_header.add_comment(line)
     images = [k for k, e in layout.items() if e["columns"] is None]
     n_bins = reader.wavelength.shape[0]
-    sources = None
+    sources, by_source = None, {}
     if "wcs" in reader.keys:  # JSON {source: WCS header} as bytes: an image, so the file has one table
         by_source = dict(zip(reader.read("source").tolist(), reader.read("wcs").tolist()))
         sources = fits.ImageHDU(np.frombuffer(json.dumps(by_source).encode(), np.uint8), name=SOURCES)
@@ -684,7 +719,7 @@ def write_fits(path, reader: OutputReader, provenance: dict | None = None, progr
 
     def write(f):
         nonlocal done
-        f.write(_header_bytes(_primary_header(reader, layout, provenance)))
+        f.write(_header_bytes(_primary_header(reader, layout, reader.provenance)))
         f.write(_header_bytes(table_header))
         for lo in range(0, reader.rows, BLOCK_ROWS):
             hi = min(lo + BLOCK_ROWS, reader.rows)
@@ -708,7 +743,7 @@ def write_fits(path, reader: OutputReader, provenance: dict | None = None, progr
                 if progress is not None:
                     progress(done, total)
             f.write(_padding(dtype.itemsize * n_bins * reader.rows))
-        for image, header in _maps(reader):
+        for image, header in _maps(reader, by_source):
             hdu = fits.ImageHDU(image, header=header)
             f.write(_header_bytes(hdu.header))
             f.write(np.ascontiguousarray(image, image.dtype.newbyteorder(">")).tobytes())
@@ -755,7 +790,7 @@ def write_output(path, arrays: dict[str, np.ndarray]) -> Path:
 
 
 def is_fits_name(path) -> bool:
-    return Path(path).name.lower().endswith((".fits", ".fit", ".fts"))
+    return Path(path).name.lower().endswith(FITS_NAMES)
 
 
 def export(source, output) -> Path:

@@ -29,7 +29,7 @@ import orbax.checkpoint as ocp
 
 from ddm_jax import __version__
 from ddm_jax.config import DDMConfig, RegressorConfig, config_from_dict, config_to_dict
-from ddm_jax.errors import DDMError
+from ddm_jax.errors import DDMError, first_line
 from ddm_jax.io import load_npz, os_error, save_npz_atomic
 from ddm_jax.models import DDM, LineRatioRegressor, abstract_params
 from ddm_jax.trust import TrustCalibration, params_sha256
@@ -184,7 +184,7 @@ def read_metadata(path) -> dict:
         metadata = _checkpointer().restore(path.absolute(), args=ocp.args.Composite(
             metadata=ocp.args.JsonRestore())).metadata
     except Exception as err:  # orbax raises many types for missing or damaged items
-        raise DDMError(f"{path} is not a readable ddm-jax checkpoint: {str(err).splitlines()[0]}") from err
+        raise DDMError(f"{path} is not a readable ddm-jax checkpoint: {first_line(err)}") from err
     if not isinstance(metadata, dict) or metadata.get("format_version") != FORMAT_VERSION:
         raise DDMError(f"{path}: unknown checkpoint format (metadata {metadata!r:.80})")
     return metadata
@@ -203,7 +203,7 @@ def load_checkpoint(path):
             ddm=ocp.args.StandardRestore(abstract["ddm"]),
             regressor=ocp.args.StandardRestore(abstract["regressor"])))
     except Exception as err:
-        raise DDMError(f"{path}: cannot restore the params: {str(err).splitlines()[0]}") from err
+        raise DDMError(f"{path}: cannot restore the params: {first_line(err)}") from err
     return restored.ddm, restored.regressor, metadata
 
 

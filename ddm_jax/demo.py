@@ -19,16 +19,14 @@ with the same options only loads the checkpoint; an unfinished run continues.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from importlib import resources
 from pathlib import Path
 
 import jax
-import numpy as np
 
-from ddm_jax.catalog import provenance_now, write_output
+from ddm_jax.catalog import output_arrays, write_output
 from ddm_jax.checkpoint import convert_to_checkpoint
 from ddm_jax.errors import DDMError
 from ddm_jax.evaluate import evaluate, write_evaluation
@@ -52,21 +50,27 @@ TRAINING_ROUNDS = 3  # budgets demo_checkpoint gives a training run that a busy 
 DEFAULT_CACHE = Path.home() / ".cache" / "ddm-jax" / "demo"
 
 
+def cached_run(cache, recipe: str, budget_seconds: float | None) -> tuple[float, Path]:
+    """The budget (the recipe's unless given) and the cache folder of a demo training run."""
+    chosen = get_recipe(recipe)
+    budget_seconds = chosen.budget_seconds if budget_seconds is None else budget_seconds
+    if not budget_seconds > 0:
+        raise DDMError(f"the budget must be a positive number of seconds, got {budget_seconds}")
+    return budget_seconds, Path(cache) / fingerprint(chosen, budget_seconds)
+
+
 def run_demo(output_dir, budget_seconds: float | None = None, cache=DEFAULT_CACHE, recipe: str = DEFAULT_RECIPE,
              progress: bool = True) -> dict:
     """Train (or load from `cache`) by `recipe`, evaluate, write DIR/metrics.json,
     DIR/decomposition.npz (the held-out synthetic composites), DIR/evaluation.npz and figures.
     Returns the metrics."""
     started = time.perf_counter()
-    chosen = get_recipe(recipe)
-    budget_seconds = chosen.budget_seconds if budget_seconds is None else budget_seconds
-    if not budget_seconds > 0:
-        raise DDMError(f"the budget must be a positive number of seconds, got {budget_seconds}")
+    budget_seconds, run_dir = cached_run(cache, recipe, budget_seconds)
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise DDMError(f"{output_dir} exists and is not a folder")
     load_average = os.getloadavg()[0]
-    trained = train_recipe(recipe, Path(cache) / fingerprint(chosen, budget_seconds), budget_seconds, progress)
+    trained = train_recipe(recipe, run_dir, budget_seconds, progress)
     if trained["model"] is not None:
         decomposer = Decomposer.from_checkpoint(trained["model"])
     else:  # unfinished: the networks as they are, uncalibrated (nothing trusted)
@@ -86,20 +90,14 @@ def run_demo(output_dir, budget_seconds: float | None = None, cache=DEFAULT_CACH
     save_npz_atomic(output_dir / "decomposition.npz", held_out)
     plot_decomposition(held_out, output_dir)
     save_png(fraction_figure(data, out), output_dir / "sf_fraction.png")
-    write_report(decompose_real_spectra(decomposer, output_dir / REAL_CATALOGUE), output_dir / REPORT,
-                 n_spectra=metrics["real_spectra"]["n"], title="ddm-jax demo: the committed real spectra")
+    real_catalogue = write_output(output_dir / REAL_CATALOGUE, output_arrays(
+        decomposer, arrays["real_out"], carried_keys(load_real_set()), command="demo",
+        input="the committed real spectra (ddm_jax/data/real_eval.npz)", normalize=True))
+    write_report(real_catalogue, output_dir / REPORT, n_spectra=metrics["real_spectra"]["n"],
+                 title="ddm-jax demo: the committed real spectra")
     write_evaluation(output_dir, metrics, arrays)  # metrics.json last: its presence means the rest is whole
     return metrics
 
-
-def decompose_real_spectra(decomposer: Decomposer, path) -> Path:
-    """The committed real SDSS, DESI and MaNGA spectra (`real_eval`) decomposed into a FITS catalogue."""
-    real = load_real_set()
-    result = decomposer(real["flux"], None, ivar=real["ivar"])
-    provenance = provenance_now(command="demo", input="the committed real spectra (ddm_jax/data/real_eval.npz)",
-                                normalize=True, **decomposer.provenance())
-    return write_output(path, {"wavelength": decomposer.wavelength, **result, **carried_keys(real),
-                               "provenance": np.array(json.dumps(provenance))})
 
 
 def demo_checkpoint(cache=DEFAULT_CACHE, recipe: str = DEFAULT_RECIPE, budget_seconds: float | None = None,
@@ -107,9 +105,7 @@ def demo_checkpoint(cache=DEFAULT_CACHE, recipe: str = DEFAULT_RECIPE, budget_se
     """The demo's trained checkpoint (the one `ddm-jax demo` makes): loaded from `cache` if that run
     was made before, else trained now by `recipe` (about 2.5 min on 2 CPU cores). A busy machine may
     reach the budget before the planned steps: the run then continues, up to TRAINING_ROUNDS budgets."""
-    chosen = get_recipe(recipe)
-    budget_seconds = chosen.budget_seconds if budget_seconds is None else budget_seconds
-    run_dir = Path(cache) / fingerprint(chosen, budget_seconds)
+    budget_seconds, run_dir = cached_run(cache, recipe, budget_seconds)
     for _ in range(TRAINING_ROUNDS):
         trained = train_recipe(recipe, run_dir, budget_seconds, progress)
         if trained["model"] is not None:

@@ -62,15 +62,9 @@ def synthetic_metrics(data: dict[str, np.ndarray], out: dict[str, np.ndarray]) -
         "sf_line_ratio_mae": float(np.abs(recovered_lines[:, 0] - true_lines[:, 0, [NII_HA, OIII_HB]]).mean()),
         "agn_line_ratio_mae": float(np.abs(recovered_lines[:, 1] - true_lines[:, 1, [NII_HA, OIII_HB]]).mean()),
         "residual_rms": float(np.median(np.sqrt(np.mean(out["residual"] ** 2, axis=1)))),
-        "median_reconstruction_chi2": _median(out["reconstruction_chi2"]),
+        "median_reconstruction_chi2": real_eval.finite_median(out["reconstruction_chi2"]),
         "trusted_fraction": float(np.mean(out["trusted"])),
     }
-
-
-def _median(values) -> float | None:
-    values = np.asarray(values, np.float64)
-    values = values[np.isfinite(values)]
-    return float(np.median(values)) if values.size else None
 
 
 def _real_spectra_summary(metrics: dict, out: dict, real_set: dict, synthetic_rms: float) -> dict:
@@ -149,7 +143,7 @@ def evaluate(decomposer: Decomposer, held_out: dict[str, np.ndarray], real_set: 
                     "real_composite_sf_fraction": composite_out["sf_fraction"],
                     "synthetic_true_sf_fraction": held_out["true_sf_fraction"],
                     "synthetic_sf_fraction": synthetic_out["sf_fraction"]}
-    return metrics, {"synthetic_out": synthetic_out, "per_spectrum": per_spectrum}
+    return metrics, {"synthetic_out": synthetic_out, "real_out": real_out, "per_spectrum": per_spectrum}
 
 
 def write_evaluation(output_dir, metrics: dict, arrays: dict) -> None:

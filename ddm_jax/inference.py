@@ -10,9 +10,8 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 
 import jax
@@ -28,7 +27,7 @@ from ddm_jax.constants import NII_HA, OIII_HB, norm_window_slice, wavelength_gri
 from ddm_jax.errors import DDMError
 from ddm_jax.models import COMPUTE_DTYPES, DDM, LineRatioRegressor
 from ddm_jax.preprocess import center_batch, normalize_batch
-from ddm_jax.trust import TRUST_KEYS, TrustCalibration, normalised_ivar, scoring_arrays, validate_ivar
+from ddm_jax.trust import TRUST_KEYS, TrustCalibration, normalised_ivar, params_sha256, scoring_arrays, validate_ivar
 
 # The output contract of `decompose` (and of OUT.npz, with `wavelength`), in order, then the
 # trust outputs `trust.TRUST_KEYS` (docs/trust.md).
@@ -264,18 +263,19 @@ class Decomposer:
 
     def provenance(self) -> dict:
         """What made the outputs, for a file's provenance (`catalog.PROVENANCE_CARDS` items)."""
-        described = self.describe()
-        return {**self.checkpoint, "params_sha256": described["params_sha256"], "bpt_scheme": self.bpt_scheme,
+        return {**self.checkpoint, "params_sha256": self.params_sha256, "bpt_scheme": self.bpt_scheme,
                 "precision": self.precision, "mc_samples": self.samples, "mc_seed": self.seed}
+
+    @cached_property
+    def params_sha256(self) -> str:
+        """SHA-256 of the params and the trust calibration (computed once: it reads every weight)."""
+        return params_sha256((self.ddm_params, self.regressor_params, self.trust_arrays))
 
     def describe(self) -> dict:
         """What determines the outputs: configs, BPT scheme and a digest of the params and trust calibration."""
-        digest = hashlib.sha256()
-        for leaf in jax.tree.leaves((self.ddm_params, self.regressor_params, self.trust_arrays)):
-            digest.update(np.asarray(leaf).tobytes())
         return {"ddm_config": config_to_dict(self.ddm.config),
                 "regressor_config": config_to_dict(self.regressor.config), "bpt_scheme": self.bpt_scheme,
-                "params_sha256": digest.hexdigest(),
+                "params_sha256": self.params_sha256,
                 "mc_dropout": {"samples": self.samples, "seed": self.seed}, "precision": self.precision}
 
     def default_mass(self, mass, rows: int, normalize: bool):

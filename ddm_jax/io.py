@@ -26,7 +26,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ddm_jax.errors import DDMError, WriteFailed
+from ddm_jax.errors import DDMError, WriteFailed, first_line
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +123,7 @@ def load_npz(path, what: str, required=(), check: Callable[[dict[str, Declared]]
                     arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
     except (OSError, ValueError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error) as err:
         # RuntimeError: an encrypted member; NotImplementedError: an unknown compression method
-        raise DDMError(f"{path}: not a readable {what} ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+        raise DDMError(f"{path}: not a readable {what} ({first_line(err)})"
                        ) from None
     return arrays
 
@@ -226,7 +226,7 @@ class NpyArray:
     Fortran-ordered array is read column by column, so its rows come out as a C-ordered file's.
     """
 
-    def __init__(self, path: Path, what: str):
+    def __init__(self, path: Path, what: str, kinds: str = "fiub"):
         self.path, self.what = Path(path), what
         try:
             with open(self.path, "rb") as f:
@@ -240,7 +240,7 @@ class NpyArray:
         if dtype.hasobject:
             raise DDMError(f"{self.path}: {what} file holds pickled Python objects; only numeric .npy arrays "
                            "are accepted")
-        if dtype.kind not in "fiub":
+        if dtype.kind not in kinds:
             raise DDMError(f"{self.path}: {what} file is not numeric (dtype {dtype})")
         if declared.fortran_order and len(shape) > 2:
             raise DDMError(f"{self.path}: {what} file is a Fortran-ordered {len(shape)}-d array; save it with "
@@ -270,13 +270,28 @@ class NpyArray:
     def read(self, start: int, stop: int) -> np.ndarray:
         count = stop - start
         with open(self.path, "rb") as f:
+            if self.fortran and (start, stop) == (0, self.rows):  # the whole array: one read
+                raw = pread_all(f.fileno(), count * self.row_bytes, self.offset, self.path)
+                return np.frombuffer(raw, self.dtype).reshape(self.shape[1], count).T
             if self.fortran:  # column j of rows [start, stop) is contiguous in the file
                 size = self.dtype.itemsize
-                raw = b"".join(os.pread(f.fileno(), count * size, self.offset + (j * self.rows + start) * size)
-                               for j in range(self.shape[1]))
+                raw = b"".join(pread_all(f.fileno(), count * size, self.offset + (j * self.rows + start) * size,
+                                         self.path) for j in range(self.shape[1]))
                 return np.frombuffer(raw, self.dtype).reshape(self.shape[1], count).T
-            raw = os.pread(f.fileno(), count * self.row_bytes, self.offset + start * self.row_bytes)
+            raw = pread_all(f.fileno(), count * self.row_bytes, self.offset + start * self.row_bytes, self.path)
         return np.frombuffer(raw, self.dtype).reshape((count,) + self.row_shape)
+
+
+def pread_all(fd: int, size: int, offset: int, path) -> bytes:
+    """`size` bytes at `offset`: one pread returns at most about 2 GiB on Linux, so read until done."""
+    buffer = bytearray(size)
+    view, done = memoryview(buffer), 0
+    while done < size:
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if got == 0:
+            raise DDMError(f"{path}: ended {size - done} bytes early (changed while being read?)")
+        done += got
+    return bytes(buffer)
 
 
 class RowSource:
@@ -292,7 +307,7 @@ class RowSource:
         if not files:
             raise DDMError(f"{what} folder {path} holds no .npy files")
         self.what, self.paths = what, files
-        self.parts = [NpyArray(f, what) for f in files]
+        self.parts = [NpyArray(f, what, kinds="fiu") for f in files]  # numbers: a boolean input means nothing here
         for part in self.parts:
             if row_width is not None and part.shape in ((row_width,), (row_width, 1)):
                 part.as_one_row()

@@ -31,6 +31,7 @@ from ddm_jax.errors import DDMError
 from ddm_jax.io import load_npz
 
 CURVES = ("calzetti00", "ccm89")
+CALZETTI_RV, CCM_RV = 4.05, 3.1  # A_V / E(B-V) of the two curves
 GRIDS = ("hii", "nlr")
 N_LINES = len(EMISSION_LINES)
 
@@ -48,7 +49,8 @@ class NebularGrid(NamedTuple):
     fluxes: np.ndarray
 
 
-def _path() -> Path:
+def data_path() -> Path:
+    """The bundled nebular_dust.npz."""
     return Path(str(resources.files("ddm_jax") / "data" / "nebular_dust.npz"))
 
 
@@ -61,7 +63,7 @@ def _read_only(array, dtype) -> np.ndarray:
 @functools.cache
 def _tables() -> tuple[dict[str, NebularGrid], dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(grids, attenuation on the grid, attenuation at the lines), checked against the constants."""
-    path = _path()
+    path = data_path()
     required = [f"{g}_{k}" for g in GRIDS for k in ("params", "param_names", "fluxes")]
     arrays = load_npz(path, "nebular/dust table", [*required, "line_names", "wavelength", "curves",
                                                     "attenuation", "line_attenuation"])

@@ -28,10 +28,11 @@ from ddm_jax.constants import (
     norm_window_slice,
     wavelength_grid,
 )
+from ddm_jax.synthetic import HDELTA_TO_HBETA, HGAMMA_TO_HBETA
 
 KINDS = ("type1_agn", "stars", "sky", "low_snr")
 SNR = 30.0  # per bin, the noise of the synthetic training spectra
-BROAD_LINES = {"halpha": 1.0, "hbeta": 1.0, "hgamma": 0.47, "hdelta": 0.26}  # Hβ-relative (Case B) but Hα
+BROAD_LINES = {"halpha": 1.0, "hbeta": 1.0, "hgamma": HGAMMA_TO_HBETA, "hdelta": HDELTA_TO_HBETA}  # Hβ-relative but Hα
 BALMER = ("halpha", "hbeta", "hgamma", "hdelta", "hepsilon", "h8")  # deepest near 10000 K; the rest: cooler stars
 BALMER_ABSORPTION = tuple(STELLAR_ABSORPTION_LINES[name] for name in BALMER)
 METAL_ABSORPTION = tuple(value for name, value in STELLAR_ABSORPTION_LINES.items() if name not in BALMER)
@@ -73,7 +74,8 @@ def type1_agn(library, n: int, seed: int = 0):
     centres = np.tile([EMISSION_LINES[name] for name in names], (n, 1))
     fwhm = rng.uniform(2000.0, 8000.0, (n, 1))
     sigmas = centres * fwhm / SPEED_OF_LIGHT_KMS / (2 * np.sqrt(2 * np.log(2)))
-    ha_flux = rng.uniform(100.0, 600.0, (n, 1)) * np.interp(EMISSION_LINES["halpha"], wave, continuum.mean(0))
+    halpha_bin = np.searchsorted(wave, EMISSION_LINES["halpha"])
+    ha_flux = rng.uniform(100.0, 600.0, (n, 1)) * continuum[:, halpha_bin:halpha_bin + 1]  # each spectrum's own EW
     decrement = rng.uniform(2.5, 4.0, (n, 1))
     relative = np.array([BROAD_LINES[name] for name in names])[None] / decrement
     relative[:, 0] = 1.0

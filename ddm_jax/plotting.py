@@ -38,7 +38,8 @@ def load_decomposition(path) -> dict:
     from ddm_jax.catalog import is_fits_name, read_arrays
 
     path = Path(path)
-    out = read_arrays(path) if is_fits_name(path) else load_npz(path, "`ddm-jax decompose` output", REQUIRED_KEYS)
+    out = (read_arrays(path, REQUIRED_KEYS) if is_fits_name(path)
+           else load_npz(path, "`ddm-jax decompose` output", REQUIRED_KEYS))
     check_decomposition(out, path)
     return out
 

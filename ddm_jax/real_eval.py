@@ -178,7 +178,9 @@ def _number(value) -> float | None:
     return None if math.isnan(value) else value
 
 
-def _median(values: np.ndarray) -> float | None:
+def finite_median(values) -> float | None:
+    """The median of the finite values, or None if there are none."""
+    values = np.asarray(values, np.float64)
     values = values[np.isfinite(values)]
     return _number(np.median(values)) if values.size else None
 
@@ -212,11 +214,11 @@ def real_spectrum_metrics(outputs: dict[str, np.ndarray], real_set: dict[str, np
     def summarise(rows: np.ndarray) -> dict:
         return {
             "n_spectra": int(rows.sum()),
-            "median_abs_delta": {key: _median(abs_delta[rows & measured_mask[:, k], k])
+            "median_abs_delta": {key: finite_median(abs_delta[rows & measured_mask[:, k], k])
                                  for k, (key, _, _) in enumerate(RATIOS)},
             "n_ratio_measured": {key: int((rows & measured_mask[:, k]).sum()) for k, (key, _, _) in enumerate(RATIOS)},
             "bpt_agree": int((rows & bpt_agrees).sum()), "bpt_defined": int((rows & class_defined).sum()),
-            "median_residual_rms": _median(residual_rms[rows]), "median_reduced_chi2": _median(chi2[rows]),
+            "median_residual_rms": finite_median(residual_rms[rows]), "median_reduced_chi2": finite_median(chi2[rows]),
         }
 
     return {

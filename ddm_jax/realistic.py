@@ -11,7 +11,8 @@ One spectrum, from one key (`galaxy`), batched with `vmap` (`galaxies`):
    stars; AGN add a power-law continuum (f_lambda ~ lambda^-beta);
 3. nebular lines from a row of a photoionisation grid (`ddm_jax.nebular`: NebulaBayes' HII-region
    grid for SF galaxies, its narrow-line-region grid for Seyferts and LINERs), with per-species
-   scatter, attenuated by the gas (A_V,gas = A_V,stars / 0.44, Cardelli et al. 1989 curve) so the
+   scatter, attenuated by the gas (E(B-V)_gas = E(B-V)_stars / 0.44, i.e. A_V,gas = 1.74 A_V,stars,
+   Cardelli et al. 1989 curve) so the
    Balmer decrement follows the dust; Halpha's equivalent width against the continuum sets the
    line strength; widths from the gas dispersion and the instrument;
 4. unit median flux in the normalisation window, then Gaussian noise from an error spectrum of
@@ -43,11 +44,12 @@ from ddm_jax.constants import (
     wavelength_grid,
 )
 from ddm_jax.errors import DDMError
-from ddm_jax.prepare.resample import grid_edges, pixel_edges
+from ddm_jax.prepare.resample import grid_edges, overlap_sums, pixel_edges
 from ddm_jax.templates import load_templates
 
 LINE_INDEX = {name: i for i, name in enumerate(EMISSION_LINES)}
-GAS_TO_STARS_AV = 1 / 0.44  # Calzetti et al. 2000: the stars see 0.44 of the gas's E(B-V)
+# Calzetti et al. 2000: E(B-V)_stars = 0.44 E(B-V)_gas, so A_V,gas / A_V,stars = R_V,CCM / (0.44 R_V,Calzetti)
+GAS_TO_STARS_AV = nebular.CCM_RV / (0.44 * nebular.CALZETTI_RV)
 INSTRUMENT_SIGMA_KMS = 69.0  # SDSS's resolution, added to the lines in quadrature
 SKY_FLOOR = 0.3  # of the unit-median source flux: the background's share of the variance
 BLUE_NOISE_EDGE = 4200.0  # A: the error spectrum rises blueward (falling throughput)
@@ -99,6 +101,7 @@ class _Tables(NamedTuple):
     log_z: jax.Array  # (N_t,)
     template_edges: jax.Array  # (L + 1,) Angstrom
     grid_edges: jax.Array  # (N_BINS + 1,)
+    max_pixels: int  # whole template pixels inside one grid bin, at most (resample.overlap_sums)
     velscale: float
     stellar_attenuation: jax.Array  # (N_BINS,) A_lambda / A_V, Calzetti
     line_attenuation: jax.Array  # (14,) A_lambda / A_V, Cardelli
@@ -148,10 +151,12 @@ def _build_tables() -> _Tables:
     for kind, array in rows.items():
         if len(array) == 0:
             raise DDMError(f"the nebular grids leave no {kind} rows in GRID_LIMITS (data/nebular_dust.npz damaged?)")
+    template_edges = pixel_edges(templates.wavelength)
+    max_pixels = int(np.diff(np.searchsorted(template_edges, grid_edges(N_BINS))).max())
     return _Tables(
         template_flux=jnp.asarray(templates.flux), log_age=jnp.log10(jnp.asarray(templates.ages_gyr)),
         log_z=jnp.log10(jnp.asarray(templates.metallicities)),
-        template_edges=jnp.asarray(pixel_edges(templates.wavelength)), grid_edges=jnp.asarray(grid_edges(N_BINS)),
+        template_edges=jnp.asarray(template_edges), grid_edges=jnp.asarray(grid_edges(N_BINS)), max_pixels=max_pixels,
         velscale=templates.velscale, stellar_attenuation=jnp.asarray(nebular.attenuation("calzetti00")),
         line_attenuation=jnp.asarray(nebular.line_attenuation("ccm89")),
         line_wavelengths=jnp.asarray(list(EMISSION_LINES.values()), jnp.float32),
@@ -170,12 +175,6 @@ def _broaden(flux: jax.Array, sigma_pixels) -> jax.Array:
     frequency = jnp.fft.rfftfreq(padded.size)
     kernel = jnp.exp(-2.0 * (jnp.pi * frequency * sigma_pixels) ** 2)
     return jnp.fft.irfft(jnp.fft.rfft(padded) * kernel, padded.size)[pad:-pad]
-
-
-def _rebin(flux: jax.Array, edges: jax.Array, new_edges: jax.Array) -> jax.Array:
-    """Flux-conserving rebin of a piecewise-constant flux density (L,) on `edges` (L + 1,)."""
-    cumulative = jnp.concatenate([jnp.zeros(1), jnp.cumsum(flux * jnp.diff(edges))])
-    return jnp.diff(jnp.interp(new_edges, edges, cumulative)) / jnp.diff(new_edges)
 
 
 def _stellar_weights(key, prior: GalaxyPrior, t: _Tables) -> jax.Array:
@@ -234,7 +233,8 @@ def galaxy(key: jax.Array, kind: str, snr_range: tuple[float, float] = SNR_RANGE
     stars = _stellar_weights(keys[0], prior, t) @ t.template_flux
     stars = _broaden(stars, _uniform(keys[1], prior.sigma_stars_kms) / t.velscale)
     av_stars = _uniform(keys[2], prior.av_stars)
-    continuum = _rebin(stars, t.template_edges, t.grid_edges) * 10.0 ** (-0.4 * av_stars * t.stellar_attenuation)
+    binned = overlap_sums(t.template_edges, stars, t.grid_edges, 1, t.max_pixels) / jnp.diff(t.grid_edges)
+    continuum = binned * 10.0 ** (-0.4 * av_stars * t.stellar_attenuation)
     continuum = continuum / jnp.median(continuum[_WINDOW])
     agn_share = _uniform(keys[3], prior.agn_continuum)
     power_law = (grid / 5500.0) ** -_uniform(keys[4], (0.5, 2.0))

@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 
 from ddm_jax import __version__, plotting
 from ddm_jax.bpt import CLASS_NAMES
-from ddm_jax.catalog import open_output
+from ddm_jax.catalog import PART_LABELS, open_output
 from ddm_jax.constants import NII_HA, OIII_HB, SII_HA
 from ddm_jax.errors import DDMError
 from ddm_jax.io import write_text_atomic
@@ -41,9 +41,9 @@ SHIFT_SAMPLE = 300  # above DENSITY_THRESHOLD spectra, the shifts of this many (
 DENSITY_BINS = 60  # per axis of the mean-SF-fraction map of a large survey
 FRACTION_CMAP = "coolwarm_r"  # SF fraction 1 blue, 0 red: the colours of the SF and AGN parts
 DPI = 80  # smaller than plotting.DPI: a page of twenty figures stays a few MB
-FIGURE_KEYS = ("sf_fraction", "line_ratios", "sf_spectrum", "agn_spectrum", "residual")  # spectrum_figure's
+FIGURE_KEYS = tuple(key for key in plotting.REQUIRED_KEYS if key != "wavelength")  # spectrum_figure's
 BPT_QUANTITIES = (NII_HA, OIII_HB, SII_HA)  # the line_ratios columns the BPT diagrams use, in this order
-PARTS = ("input spectrum", "SF part", "AGN part")  # axis 1 of line_ratios and bpt_class
+PARTS = tuple(PART_LABELS.values())  # axis 1 of line_ratios and bpt_class
 STYLE = """
 body { font-family: sans-serif; margin: 1.5em auto; max-width: 1150px; color: #222; }
 h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 1.6em; }
@@ -63,9 +63,11 @@ def default_report_path(source) -> Path:
     return stem.with_name(stem.name + "_report.html")
 
 
-def write_report(source, html_path=None, n_spectra: int = DEFAULT_SPECTRA, title: str | None = None) -> Path:
+def write_report(source, html_path=None, n_spectra: int | None = None, title: str | None = None) -> Path:
     """Write the report of the decompose output `source` to `html_path` (default: `default_report_path`),
-    atomically: an existing page stays as it was unless the new one is complete. Returns the path."""
+    with sections for the first `n_spectra` (default DEFAULT_SPECTRA), atomically: an existing page stays as
+    it was unless the new one is complete. Returns the path."""
+    n_spectra = DEFAULT_SPECTRA if n_spectra is None else n_spectra
     source = Path(source)
     html_path = default_report_path(source) if html_path is None else Path(html_path)
     if html_path.resolve() == source.resolve():
@@ -115,12 +117,8 @@ def read_blocks(reader, key: str, pick=()) -> np.ndarray:
 
 # HTML pieces. Every string that comes from the file passes through `escape`.
 
-def text(value) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)  # bytes: FITS strings
-
-
 def escape(value) -> str:
-    return html.escape(text(value), quote=True)
+    return html.escape(str(value), quote=True)
 
 
 def table(header, rows) -> str:
@@ -183,9 +181,10 @@ def classes_section(columns) -> str:
 def bpt_section(columns) -> str:
     if "bpt_ratios" not in columns:
         return paragraph("The file has no line_ratios: no BPT diagram.", True)
-    large = len(columns["sf_fraction"]) > DENSITY_THRESHOLD
+    n = len(columns["sf_fraction"])
     how = (f"above {DENSITY_THRESHOLD} spectra, the composites are drawn as a map of their mean SF fraction and "
-           f"the shifts of a fixed random sample of {SHIFT_SAMPLE}" if large else "every composite is drawn")
+           f"the shifts of a fixed random sample of {min(SHIFT_SAMPLE, n)}" if n > DENSITY_THRESHOLD
+           else "every composite is drawn")
     return (paragraph(f"Composites coloured by SF fraction, with lines to their SF part (blue) and AGN part "
                       f"(red); {how}.") + image(bpt_figure(columns["bpt_ratios"], columns["sf_fraction"]),
                                                 "BPT diagrams"))
@@ -210,7 +209,7 @@ def _fraction_panel(ax, x, y, sf_fraction, draw_lines, title: str):
     x, y, w = x[finite], y[finite], sf_fraction[finite]
     n = len(x)
     shown = np.arange(n) if n <= DENSITY_THRESHOLD else np.sort(
-        np.random.default_rng(0).choice(n, SHIFT_SAMPLE, replace=False))
+        np.random.default_rng(0).choice(n, min(SHIFT_SAMPLE, n), replace=False))
     for part, name, label in ((SF, "sf", "SF part"), (AGN, "agn", "AGN part")):
         segments = np.stack([np.stack([x[shown, COMPOSITE], y[shown, COMPOSITE]], -1),
                              np.stack([x[shown, part], y[shown, part]], -1)], 1)
@@ -335,7 +334,7 @@ def spectra_section(reader, count: int) -> str:
 
 def spectrum_section(rows: dict, index: int, row: int, drawable: bool) -> str:
     """Spectrum `index` of the block `rows` (row `row` of the run): its facts and decomposition figure."""
-    name = f"row {row}" + (f": {text(rows['ids'][index])}" if "ids" in rows else "")
+    name = f"row {row}" + (f": {rows['ids'][index]}" if "ids" in rows else "")
     facts = [(label, write(rows[key][index])) for key, label, write in FACTS if key in rows]
     if "bpt_class" in rows:
         facts += [(f"[NII]-BPT class, {part}", CLASS_NAMES.get(int(code), str(code)))

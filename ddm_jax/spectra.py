@@ -24,7 +24,6 @@ import numpy as np
 from ddm_jax.constants import N_BINS, wavelength_grid
 from ddm_jax.errors import DDMError
 
-COVERAGE_POLICIES = ("refuse", "fill")
 SPECTRUM_KEYS = ("sf_spectrum", "agn_spectrum", "residual")
 GRID_TOLERANCE_AA = 1e-3  # a spectral axis this close to the grid (rest frame) is taken as on it
 F_LAMBDA = "erg / (s cm2 Angstrom)"
@@ -108,8 +107,8 @@ def to_grid(spectra, z=None, coverage: str = "refuse") -> dict[str, np.ndarray]:
 
     Bins the input does not cover: a DDMError (coverage 'refuse'), or interpolated and flagged ('fill').
     """
-    from ddm_jax.prepare import readers, resample
-    from ddm_jax.prepare.pipeline import rebin_spectra
+    from ddm_jax.prepare import readers
+    from ddm_jax.prepare.pipeline import COVERAGE_POLICIES, coverage_message, rebin_spectra
 
     if coverage not in COVERAGE_POLICIES:
         raise DDMError(f"coverage must be one of {COVERAGE_POLICIES}, got {coverage!r}")
@@ -121,27 +120,27 @@ def to_grid(spectra, z=None, coverage: str = "refuse") -> dict[str, np.ndarray]:
     if has_ivar and not all(c[2] is not None for c in converted):
         raise DDMError("some spectra have an uncertainty and some do not: give one to every spectrum or to none")
     grid = wavelength_grid().astype(np.float64)
+    # on the grid, in the rest frame, every pixel usable: nothing to resample or fill
     on_grid = [w.shape == grid.shape and z_ == 0 and np.abs(w - grid).max() < GRID_TOLERANCE_AA
-               for (w, *_), z_ in zip(converted, redshifts)]
+               and (good & np.isfinite(f) & (np.isfinite(v) & (v > 0) if v is not None else True)).all()
+               for (w, f, v, good), z_ in zip(converted, redshifts)]
     flux = np.zeros((len(rows), N_BINS), np.float32)
     ivar = np.zeros((len(rows), N_BINS), np.float32)
     mask = np.zeros((len(rows), N_BINS), np.uint8)
     to_rebin = []
     for i, ((wave, values, weights, good), z_row) in enumerate(zip(converted, redshifts)):
         weights = np.ones_like(values) if weights is None else weights
-        if on_grid[i]:  # nothing to resample: the same numbers as arrays given directly
-            flux[i], ivar[i] = values, np.where(good, weights, 0.0)
-            mask[i] = np.where(good & np.isfinite(values), 0, resample.NO_DATA)
+        if on_grid[i]:  # the same numbers as arrays given directly
+            flux[i], ivar[i] = values, weights
             continue
         spectrum = readers.Spectrum(f"spectrum {i}", "Spectrum", wave, values, weights, good, float(z_row))
         to_rebin.append((i, readers.validate(spectrum)))
     if to_rebin:
         rebinned = rebin_spectra([s for _, s in to_rebin])
         for k, (i, spectrum) in enumerate(to_rebin):
-            n_uncovered, ranges = resample.coverage_report(rebinned["mask"][k])
-            if n_uncovered and coverage == "refuse":
-                raise DDMError(f"spectrum {i}: {n_uncovered} of {N_BINS} rest-frame bins not covered ({ranges} at "
-                               f"z={spectrum.z:.5f}); pass coverage='fill' to interpolate them (flagged in mask)")
+            message = coverage_message(spectrum, rebinned["mask"][k])
+            if message is not None and coverage == "refuse":
+                raise DDMError(f"{message}; pass coverage='fill' to interpolate them (flagged in resample_mask)")
             flux[i], ivar[i], mask[i] = rebinned["flux"][k], rebinned["ivar"][k], rebinned["mask"][k]
     return {"flux": flux, "ivar": ivar if has_ivar else None, "mask": mask, "z": redshifts}
 
@@ -158,14 +157,14 @@ def _spectrum(values: np.ndarray, std: np.ndarray | None, meta: dict):
 def decompose_spectra(decomposer, spectra, mass=None, normalize: bool = True, progress=None, z=None,
                       coverage: str = "refuse") -> SpectrumResult:
     """`Decomposer.__call__` for Spectrum inputs (module docstring)."""
-    from ddm_jax.catalog import catalog_table
+    from ddm_jax.catalog import catalog_table, output_arrays
 
     gridded = to_grid(spectra, z, coverage)
     arrays = decomposer(gridded["flux"], mass, normalize=normalize, progress=progress, ivar=gridded["ivar"])
     w = arrays["sf_fraction"][:, None]
     x = w * arrays["sf_spectrum"] + (1 - w) * arrays["agn_spectrum"] - arrays["residual"]  # residual's definition
-    outputs = {"wavelength": decomposer.wavelength, **arrays, "z": gridded["z"], "resample_mask": gridded["mask"],
-               "provenance": np.array(_provenance(decomposer, normalize))}
+    outputs = output_arrays(decomposer, arrays, {"z": gridded["z"], "resample_mask": gridded["mask"]},
+                            command="Decomposer(Spectrum)", input="specutils.Spectrum", normalize=normalize)
     single = not isinstance(spectra, list | tuple) and np.ndim(spectra.flux) == 1
     meta = {"frame": "rest", "units": "DDM normalised flux (docs/model.md#preprocessing)"}
 
@@ -175,12 +174,3 @@ def decompose_spectra(decomposer, spectra, mass=None, normalize: bool = True, pr
 
     parts = {key: part(arrays[key], arrays.get(f"{key}_std")) for key in SPECTRUM_KEYS}
     return SpectrumResult(**parts, input=part(x, None), table=catalog_table(outputs), arrays=outputs)
-
-
-def _provenance(decomposer, normalize: bool) -> str:
-    import json
-
-    from ddm_jax.catalog import provenance_now
-
-    return json.dumps(provenance_now(command="Decomposer(Spectrum)", input="specutils.Spectrum", normalize=normalize,
-                                     **decomposer.provenance()))

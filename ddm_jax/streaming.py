@@ -25,7 +25,15 @@ import numpy as np
 
 from ddm_jax import __version__
 from ddm_jax.batching import batch_ranges, pipelined, prefetched
-from ddm_jax.catalog import ConcatenatedOutput, FolderOutput, is_fits_name, provenance_now, write_fits, write_output
+from ddm_jax.catalog import (
+    ConcatenatedOutput,
+    FolderOutput,
+    is_fits_name,
+    output_arrays,
+    provenance_now,
+    write_fits,
+    write_output,
+)
 from ddm_jax.errors import DDMError
 from ddm_jax.inference import Decomposer, validate_inputs
 from ddm_jax.io import NpyArray, NpyWriter, RowSource, changed_settings, write_json_atomic, writing
@@ -80,7 +88,8 @@ def decompose_files(decomposer: Decomposer, spectra, mass=None, output=None, nor
             return decompose_to_folder(decomposer, RowSource(spectra, "spectra", n_bins), mass, output,
                                        normalize=normalize, chunk_size=decomposer.batch_size, resume=resume,
                                        share=share, progress=progress, ivar=ivar,
-                                       provenance=run_provenance(decomposer, spectra, mass, ivar, normalize))
+                                       provenance=provenance_now(**run_inputs(spectra, mass, ivar, normalize),
+                                                                 **decomposer.provenance()))
     carried = {}
     if prepared:
         from ddm_jax.prepare.pipeline import load_prepared
@@ -96,19 +105,17 @@ def decompose_files(decomposer: Decomposer, spectra, mass=None, output=None, nor
         ivar_rows = None if ivar is None else ivar.read(0, ivar.rows)
     result = decomposer(flux, None if mass is None else mass.read(0, mass.rows), normalize=normalize,
                         progress=progress, ivar=ivar_rows)
-    provenance = run_provenance(decomposer, spectra, mass, ivar, normalize)
-    return write_output(output, {"wavelength": decomposer.wavelength, **result, **carried,
-                                 "provenance": np.array(json.dumps(provenance))})
+    return write_output(output, output_arrays(decomposer, result, carried,
+                                              **run_inputs(spectra, mass, ivar, normalize)))
 
 
-def run_provenance(decomposer: Decomposer, spectra, mass: RowSource | None, ivar: RowSource | None,
-                   normalize: bool) -> dict:
-    """What a decompose run's files say of how they were made (docs/fits.md#provenance)."""
+def run_inputs(spectra, mass: RowSource | None, ivar: RowSource | None, normalize: bool) -> dict:
+    """A decompose run's inputs and options, for its provenance (docs/fits.md#provenance)."""
     def name(source):
         return None if source is None else ", ".join(str(p) for p in source.paths)
 
-    return provenance_now(command="decompose", input=str(spectra), mass=name(mass), ivar=name(ivar),
-                          normalize=normalize, **decomposer.provenance())
+    return {"command": "decompose", "input": str(spectra), "mass": name(mass), "ivar": name(ivar),
+            "normalize": normalize}
 
 
 def carried_keys(prepared: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -179,9 +186,6 @@ def decompose_to_folder(decomposer: Decomposer, spectra: RowSource, mass: RowSou
         done = set(json.loads((partial / DONE).read_text()))
         create = False
     else:
-        if mass is None and normalize and decomposer.needs_mass:
-            raise DDMError("a mass per spectrum (--mass) is needed to normalise; for spectra that are "
-                           "already normalised pass --no-normalize")
         validate_stream(decomposer, spectra, mass, start, stop, chunk, normalize, ivar)
         partial.mkdir(parents=True)
         write_json_atomic(partial / DONE, [])
@@ -237,8 +241,7 @@ def merge_folders(parts: list, output) -> Path:
         raise DDMError(f"{output} already exists")
     if is_fits_name(output):
         manifests = _shares_in_order(parts)
-        readers = [FolderOutput(part) for _, part in manifests]
-        return write_fits(output, ConcatenatedOutput(readers), provenance=manifests[0][0].get("provenance", {}))
+        return write_fits(output, ConcatenatedOutput([FolderOutput(part) for _, part in manifests]))
     with writing(output):
         return _merge(parts, output)
 

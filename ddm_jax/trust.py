@@ -31,7 +31,7 @@ from ddm_jax.models import DDM
 # The trust outputs (after inference.OUTPUT_KEYS): reconstruction_chi2, ood_score (B,) float32, trusted (B,) bool.
 TRUST_KEYS = ("reconstruction_chi2", "ood_score", "trusted")
 DEFAULT_QUANTILE = 0.99
-DEFAULT_COMPONENTS = 16  # of the input PCA, 16 separated the out-of-domain kinds better than 8, 32 or 64
+DEFAULT_COMPONENTS = 16  # of the input PCA; in development (not recorded) it separated the OOD kinds best of 8-64
 DEFAULT_SAMPLES = 4096
 MIN_SPECTRA = 64  # fewer leave a threshold quarter too small for the quantile to mean anything
 

@@ -23,7 +23,7 @@ from astropy.table import Table  # noqa: E402
 from astropy.wcs import WCS  # noqa: E402
 
 SURVEY_ROWS = 20_000  # the streamed folder
-EXPORT_EXTRA_MIB = 200  # export's peak memory above a process that only opens the folder (the data: 530 MiB)
+EXPORT_EXTRA_MIB = 200  # export's peak memory above a process that only opens the folder (the data: 508 MiB)
 DESI_COADD = bundled("real_spectra/coadd-4-80613-thru20210324.fits.gz")
 
 

@@ -143,6 +143,17 @@ def test_gzipped_cube_declaring_more_than_its_decompressed_stream(tmp_path):
     path.write_bytes(gzip.compress(_with_card(raw, "NAXIS", 2)[:2880] + raw[2880:]))  # primary claims 2 axes
     with pytest.raises(DDMError, match=r"spec-huge.fits.gz: "):
         readers.read_any(path)
+    # a gzipped cube whose FLUX declares more planes than the decompressed stream holds
+    cube = tmp_path / "cube.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((4, 3, 3), np.float32), name="FLUX")]).writeto(cube)
+    raw = cube.read_bytes()
+    start = raw.rindex(b"XTENSION", 0, raw.index(b"EXTNAME = 'FLUX"))
+    raw = raw[:start] + _with_card(raw[start:], "NAXIS3", 4000)
+    zipped = tmp_path / "manga-1-2-LOGCUBE.fits.gz"
+    zipped.write_bytes(gzip.compress(raw))
+    with pytest.raises(DDMError, match=rf"manga-1-2-LOGCUBE.fits.gz: truncated FITS file: HDU FLUX .* holds "
+                                       rf"{len(raw)} bytes"):
+        readers.read_any(zipped)
 
 
 def test_last_hdu_declaring_more_than_the_file_holds_is_named(tmp_path):

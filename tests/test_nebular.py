@@ -141,5 +141,5 @@ def test_rebuild_is_byte_identical(tmp_path):
     make = importlib.import_module("ddm_jax.data.make_nebular_dust")
     arrays, _ = make.build(Path(wheel))
     output = tmp_path / "nebular_dust.npz"
-    make.write_npz_atomic(output, arrays)
+    make.save_npz_compressed_atomic(output, arrays)
     assert output.read_bytes() == NPZ.read_bytes()

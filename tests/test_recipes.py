@@ -85,6 +85,11 @@ def test_evaluate_agrees_with_a_direct_computation(trained):
 def test_a_recipe_fixes_its_options(tmp_path, capsys):
     assert main(["train", str(tmp_path / "run"), "--recipe", "tiny", "--steps", "5"]) == 2
     assert "--recipe fixes the data" in capsys.readouterr().err
+    # every option it fixes, not only a few: a silently ignored --seed would train something else
+    assert main(["train", str(tmp_path / "run"), "--recipe", "tiny", "--seed", "3", "--no-regressor"]) == 2
+    assert "drop --seed, --no-regressor" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "run"), "--budget-seconds", "60"]) == 2
+    assert "--budget-seconds applies to --recipe" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "run"), "--recipe", "huge"]) == 2
     assert "unknown recipe" in capsys.readouterr().err
 

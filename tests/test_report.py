@@ -161,6 +161,12 @@ def test_large_survey_reads_only_the_first_spectra():
     assert f"random sample of {SHIFT_SAMPLE}" in page and len(spectrum_sections(page)) == shown
 
 
+def test_a_survey_just_above_the_density_threshold():
+    rows = DENSITY_THRESHOLD + 1  # fewer spectra than the shift sample: all of their shifts are drawn
+    page = render_report(FakeReader(fake_run(rows)), "survey", 0, "survey")
+    assert f"random sample of {rows}" in page
+
+
 def test_catalogue_without_spectra_still_reports():
     page = render_report(FakeReader(fake_run(5, spectra=False)), "cat.fits", 2, "cat")
     assert "no decomposition figures" in page and len(spectrum_sections(page)) == 2

@@ -10,6 +10,7 @@ from ddm_jax.cli import main
 from ddm_jax.demo import bundled
 from ddm_jax.errors import DDMError
 from ddm_jax.inference import Decomposer
+from ddm_jax.preprocess import normalize_batch
 
 specutils = pytest.importorskip("specutils", reason="the Spectrum API needs specutils: pip install ddm-jax[specutils]")
 u = pytest.importorskip("astropy.units")
@@ -56,7 +57,7 @@ def test_spectrum_on_the_grid_gives_the_array_numbers_exactly(decomposer, exampl
     assert np.isfinite(result.arrays["reconstruction_chi2"]).all()  # the uncertainty reached the trust outputs
 
 
-def test_parts_are_spectra_and_numbers_a_table(decomposer, example):
+def test_parts_are_spectra_and_numbers_a_table(decomposer, example, tmp_path):
     flux, mass = example
     result = decomposer(specutils.Spectrum(flux=flux * F_LAMBDA, spectral_axis=decomposer.wavelength * u.AA), mass)
     for key in ("sf_spectrum", "agn_spectrum", "residual"):
@@ -68,10 +69,14 @@ def test_parts_are_spectra_and_numbers_a_table(decomposer, example):
     w = result.arrays["sf_fraction"][:, None]
     recomposed = w * result.sf_spectrum.flux.value + (1 - w) * result.agn_spectrum.flux.value
     np.testing.assert_allclose(recomposed - result.residual.flux.value, result.input.flux.value, atol=1e-6)
+    # and the input is the normalised spectrum, computed here independently of the parts
+    np.testing.assert_allclose(result.input.flux.value, normalize_batch(flux.astype(np.float32), mass), atol=1e-5)
     assert isinstance(result.table, Table) and len(result.table) == flux.shape[0]
     np.testing.assert_array_equal(result.table["sf_fraction"], result.arrays["sf_fraction"])
     np.testing.assert_array_equal(result.table["agn_log_nii_ha"], result.arrays["line_ratios"][:, 2, 0])
     assert result.table.colnames == catalog.catalog_table(result.arrays).colnames
+    result.write(tmp_path / "out.fits")  # the table is the one a FITS reader sees
+    assert result.table.colnames == Table.read(tmp_path / "out.fits").colnames
 
 
 def test_observed_frame_with_redshift_matches_the_rest_frame_arrays(decomposer, example):
@@ -120,6 +125,18 @@ def test_uncertainty_as_std_variance_or_ivar_is_the_same(decomposer, example):
     masked = specutils.Spectrum(flux=density, spectral_axis=wavelength, uncertainty=StdDevUncertainty(np.pad(std, 2)),
                                 mask=np.arange(2212) % 7 == 0, redshift=Z)
     assert np.isfinite(decomposer(masked, mass[:1]).arrays["reconstruction_chi2"][0])
+
+
+def test_masked_pixels_on_the_grid_are_filled_not_passed_on(decomposer, example):
+    flux, mass = example
+    values = flux[0].copy()
+    values[500:510] = np.nan  # masked pixels whose values are not numbers
+    spectrum = specutils.Spectrum(flux=values * F_LAMBDA, spectral_axis=decomposer.wavelength * u.AA,
+                                  mask=np.isnan(values))
+    result = decomposer(spectrum, mass[:1], coverage="fill")
+    assert np.isfinite(result.arrays["p_sf"]).all()
+    mask = result.arrays["resample_mask"][0]
+    assert (mask[500:510] != 0).all() and (mask[:400] == 0).all()
 
 
 def test_a_2d_spectrum_is_a_batch(decomposer, example):

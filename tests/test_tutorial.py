@@ -66,9 +66,10 @@ def test_tutorial_runs(tmp_path, tmp_path_factory, monkeypatch):
 
     monkeypatch.setenv("DDM_TUTORIAL_DIR", str(tmp_path))  # the kernel inherits this environment
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = NotebookClient(nb, km=manager, timeout=900, kernel_name="python3",
+    # allow_errors: every cell runs, and the assertion below names each one that failed
+    client = NotebookClient(nb, km=manager, timeout=900, kernel_name="python3", allow_errors=True,
                             resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()  # raises CellExecutionError, with the cell and its traceback, if a cell fails
+    client.execute()
 
     outputs = [output for cell in nb.cells if cell.cell_type == "code" for output in cell.outputs]
     errors = [f"{output.ename}: {output.evalue}" for output in outputs if output.output_type == "error"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-DEFAULT_SPECTRA = 20  # report.DEFAULT_SPECTRA, kept here so that `ddm-jax --help` imports no plotting
-
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -16,8 +14,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("decomposition", metavar="OUT",
                         help="a decompose output: OUT.npz, an output folder, or a FITS catalogue")
     parser.add_argument("-o", "--output", help="the HTML file (default: OUT's name + _report.html, beside it)")
-    parser.add_argument("--spectra", type=int, default=DEFAULT_SPECTRA, metavar="N",
-                        help=f"per-spectrum sections for the first N rows (default {DEFAULT_SPECTRA}; 0: none)")
+    parser.add_argument("--spectra", type=int, metavar="N",
+                        help="per-spectrum sections for the first N rows (default 20, report.DEFAULT_SPECTRA; 0: none)")
     parser.add_argument("--title", help="the page's title (default: 'ddm-jax report: ' + OUT's name)")
     parser.set_defaults(run=run)
 

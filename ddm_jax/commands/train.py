@@ -49,6 +49,16 @@ def add_parser(subparsers) -> None:
     parser.add_argument("-o", "--output", help="exported checkpoint (default: RUN_DIR/model, replaced)")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     parser.set_defaults(run=run)
+    parser.set_defaults(option_defaults=vars(parser.parse_args(["RUN_DIR"])))  # to tell which options were given
+
+
+# What --recipe leaves to the user; it fixes every other option.
+RECIPE_OPTIONS = ("run_dir", "recipe", "budget_seconds", "quiet", "run")
+
+
+def _given(args, names) -> list[str]:
+    """The options among `names` given other than their defaults, as they are spelled."""
+    return [f"--{name.replace('_', '-')}" for name in names if getattr(args, name) != args.option_defaults[name]]
 
 
 def _train_configs(args) -> dict:
@@ -77,9 +87,7 @@ def _train_configs(args) -> dict:
 def run_recipe(args) -> int:
     from ddm_jax.recipes import train_recipe
 
-    given = [option for option, value in (("--library", args.library), ("--init-from", args.init_from),
-                                          ("--config", args.config), ("--steps", args.steps),
-                                          ("--output", args.output)) if value is not None]
+    given = _given(args, [name for name in args.option_defaults if name not in RECIPE_OPTIONS])
     if given:
         raise DDMError(f"--recipe fixes the data and the schedule: drop {', '.join(given)}")
     trained = train_recipe(args.recipe, args.run_dir, args.budget_seconds, progress=not args.quiet)
@@ -95,6 +103,8 @@ def run(args) -> int:
 
     if args.recipe:
         return run_recipe(args)
+    if args.budget_seconds is not None:
+        raise DDMError("--budget-seconds applies to --recipe; without one, --max-seconds bounds the training")
     from ddm_jax.train import export_checkpoint, train_networks
 
     configs = _train_configs(args)

@@ -35,10 +35,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from ddm_jax import catalog
 from ddm_jax.batching import map_padded
 from ddm_jax.catalog import is_fits_name, provenance_now, read_arrays, write_output
 from ddm_jax.constants import N_BINS, wavelength_grid
@@ -55,7 +57,7 @@ SNR_POLICIES = ("skip", "warn")
 # seconds to compile).
 MIN_CHUNK, MAX_CHUNK = 32, 256
 # PREPARED keys that are not per spectrum (all others have one row per spectrum).
-SHARED_KEYS = ("wavelength", "line_names", "format", "provenance")
+SHARED_KEYS = catalog.SHARED_KEYS
 REQUIRED_KEYS = (
     "flux", "ivar", "mask", "wavelength", "z", "ids", "line_names", "line_flux", "line_flux_err",
     "line_snr", "meets_snr", "line_fit_ok", "broad_balmer", "passes_gate", "log_nii_ha", "log_oiii_hb",
@@ -97,7 +99,7 @@ def measure(flux: np.ndarray, ivar: np.ndarray, scheme: str = "standard") -> dic
     return result
 
 
-def _coverage_message(spectrum, mask: np.ndarray) -> str | None:
+def coverage_message(spectrum, mask: np.ndarray) -> str | None:
     n_uncovered, ranges = resample.coverage_report(mask)
     if not n_uncovered:
         return None
@@ -143,7 +145,7 @@ def prepare_spectra(spectra: list[readers.Spectrum], coverage: str = "refuse", s
             log(f"{readers.describe(spectrum)}: no good data on the rest-frame grid "
                 f"(3700-8114 A at z={spectrum.z:.5f}); skipped")
             keep[i] = False
-        elif (message := _coverage_message(spectrum, grid["mask"][i])) is not None:
+        elif (message := coverage_message(spectrum, grid["mask"][i])) is not None:
             keep[i] = coverage == "fill"
             log(message + ("; filled (mask bit FILLED)" if keep[i] else "; skipped (--coverage fill keeps it)"))
     arrays = {k: v[keep] for k, v in grid.items()}
@@ -220,14 +222,8 @@ def load_prepared(path: str | os.PathLike) -> dict[str, np.ndarray]:
     as the file declares them, before any data is read.
     """
     path = Path(path)
-    if is_fits_name(path):
-        arrays = read_arrays(path)
-        missing = [key for key in REQUIRED_KEYS if key not in arrays]
-        if missing:
-            raise DDMError(f"{path}: not a PREPARED file: lacks {', '.join(missing)}")
-        _check_shapes(path, arrays)
-    else:
-        arrays = load_npz(path, "PREPARED.npz", REQUIRED_KEYS, check=lambda declared: _check_shapes(path, declared))
+    read = read_arrays if is_fits_name(path) else partial(load_npz, what="PREPARED.npz")
+    arrays = read(path, required=REQUIRED_KEYS, check=lambda declared: _check_shapes(path, declared))
     if not np.allclose(arrays["wavelength"], wavelength_grid()):
         raise DDMError(f"{path}: wavelength is not the rest-frame grid 3700 + 2 i Angstrom")
     return arrays

@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ddm_jax.errors import DDMError
+from ddm_jax.errors import DDMError, first_line
 from ddm_jax.io import NpyArray, load_npz, refuse_beyond_memory
 
 FITS_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fit.gz")
@@ -150,7 +150,7 @@ def read_fits_guarded(path: str | os.PathLike, parse: Callable):
     if isinstance(failure, DDMError):
         raise failure
     if failure is not None:
-        raise DDMError(f"{path}: unreadable FITS file ({str(failure).splitlines()[0] if str(failure) else failure!r})")
+        raise DDMError(f"{path}: unreadable FITS file ({first_line(failure)})")
     return result
 
 
@@ -671,12 +671,12 @@ def read_array_file(path: str | os.PathLike) -> list[Spectrum]:
     except DDMError:
         raise
     except (OSError, ValueError, KeyError, IndexError, EOFError, csv.Error, zipfile.BadZipFile) as err:
-        raise DDMError(f"{path}: unreadable {suffix} file ({str(err).splitlines()[0] if str(err) else err!r})"
+        raise DDMError(f"{path}: unreadable {suffix} file ({first_line(err)})"
                        ) from None
 
 
 def _read_npy(path: Path) -> dict[str, np.ndarray]:
-    array = NpyArray(path, "spectrum")
+    array = NpyArray(path, "spectrum", kinds="fiu")
     shape = array.shape
     if len(shape) != 2 or 3 not in shape:
         raise DDMError(f"{path}: expected an (N, 3) array of wavelength, flux, ivar; got shape {shape}")
@@ -752,8 +752,8 @@ def _check_npz(path: Path, declared: dict) -> None:
         if key in declared and declared[key].shape not in shapes:
             raise DDMError(f"{path}: {key} has shape {declared[key].shape}; with flux {flux} expected "
                            f"{' or '.join(map(str, shapes))}")
-    for key in ("wavelength", "flux", "ivar", "mask", "z"):
-        if key in declared and declared[key].dtype.kind not in "fiub":
+    for key in ("wavelength", "flux", "ivar", "mask", "z"):  # a mask may be boolean, nothing else
+        if key in declared and declared[key].dtype.kind not in ("fiub" if key == "mask" else "fiu"):
             raise DDMError(f"{path}: {key} is not numeric (dtype {declared[key].dtype})")
 
 
