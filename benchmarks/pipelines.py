@@ -18,11 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddm_jax import bpt
 from ddm_jax.config import PRESETS, conv_lengths
 from ddm_jax.constants import NII_HA, OIII_HB, norm_window_slice
-from ddm_jax.inference import decompose_batch
-from ddm_jax.models import COMPUTE_DTYPES, DDM, LineRatioRegressor, fresh_params
+from ddm_jax.model import bpt
+from ddm_jax.model.forward import decompose_batch
+from ddm_jax.model.models import COMPUTE_DTYPES, DDM, LineRatioRegressor, fresh_params
 
 WORKLOADS = ("ddm", "pipeline")
 DDM_KEYS = ("sf_spectrum", "agn_spectrum", "p_sf", "p_agn", "p_total")

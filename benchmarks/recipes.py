@@ -21,14 +21,14 @@ import time
 from pathlib import Path
 
 from benchmarks.prepare_speed import RESULTS, cpu_description
-from ddm_jax.io import write_json_atomic, write_text_atomic
+from ddm_jax.io.safe import write_json_atomic, write_text_atomic
 
 
 def time_generation(count: int = 2048) -> dict:
     """Realistic spectra per second, compiled first (one SF and one AGN batch of `count` each)."""
     import jax
 
-    from ddm_jax import realistic
+    from ddm_jax.training import realistic
 
     # compile first, at the timed sizes (the batch size is a static argument: another size compiles again)
     jax.block_until_ready(realistic.galaxies(jax.random.PRNGKey(0), count, "sf"))
@@ -43,10 +43,11 @@ def time_generation(count: int = 2048) -> dict:
 def run_recipe(name: str, run_dir: Path) -> dict:
     import jax
 
-    from ddm_jax.checkpoint import load_trust
-    from ddm_jax.evaluate import evaluate
-    from ddm_jax.inference import Decomposer
-    from ddm_jax.recipes import get_recipe, train_recipe
+    from ddm_jax.evaluation.evaluate import evaluate
+    from ddm_jax.inference.decomposer import Decomposer
+    from ddm_jax.io.checkpoint import load_trust
+    from ddm_jax.training.recipes import get_recipe
+    from ddm_jax.training.workflow import train_recipe
 
     load = os.getloadavg()[0]
     started = time.perf_counter()

@@ -28,7 +28,7 @@ import numpy as np
 
 from benchmarks import pipelines
 from benchmarks.pipelines import FRAMEWORKS, OUTPUT_KEYS, WORKLOADS
-from ddm_jax.io import write_atomic, write_json_atomic, write_text_atomic
+from ddm_jax.io.safe import write_atomic, write_json_atomic, write_text_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PACKAGES = ("jax", "jaxlib", "flax", "numpy", "torch", "tensorflow-cpu", "tensorflow", "tf-keras")

@@ -43,9 +43,9 @@ def make_inputs(folder: Path, count: int, n_bins: int = 2208) -> None:
 
 
 def make_checkpoint(path: Path, config: str) -> None:
-    from ddm_jax.checkpoint import save_checkpoint
     from ddm_jax.config import PRESETS, config_to_dict
-    from ddm_jax.models import DDM, LineRatioRegressor, fresh_params
+    from ddm_jax.io.checkpoint import save_checkpoint
+    from ddm_jax.model.models import DDM, LineRatioRegressor, fresh_params
 
     ddm_config, regressor_config = PRESETS[config]
     save_checkpoint(path, fresh_params(DDM(ddm_config), 0), fresh_params(LineRatioRegressor(regressor_config), 1),
@@ -99,7 +99,7 @@ def main() -> None:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
     import jax
 
-    from ddm_jax.io import write_json_atomic
+    from ddm_jax.io.safe import write_json_atomic
 
     write_json_atomic(RESULTS, {
         "what": "peak RSS of `ddm-jax decompose SPECTRA.npy -o FOLDER` (random weights, float32)",

@@ -13,8 +13,8 @@ import os
 
 from ddm_jax.config import PRESETS, DDMConfig, RegressorConfig
 from ddm_jax.errors import DDMError
-from ddm_jax.io import sha256_file
-from ddm_jax.models import DDM, LineRatioRegressor, abstract_params
+from ddm_jax.io.safe import sha256_file
+from ddm_jax.model.models import DDM, LineRatioRegressor, abstract_params
 
 from .keras_hdf5 import open_keras_weights
 from .rules import ConversionError, keras_layer_order, params_from_keras, params_from_state_dict

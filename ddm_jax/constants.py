@@ -83,3 +83,19 @@ def binned_gaussian(x, centre, sigma):
     upper = erf((x[:, None] + half - centre) / scale)
     lower = erf((x[:, None] - half - centre) / scale)
     return 0.5 * (upper - lower) / WAVELENGTH_STEP
+
+
+# Continuum S/N per 2 A bin below which no spectrum is trusted: the training spectra have 8-50, and
+# noise that dominates the continuum hides from a reconstruction chi^2 (the errors are as large).
+MIN_CONTINUUM_SNR = 5.0
+
+
+# The lines measured and reported, in output order.
+LINE_NAMES = ("hbeta", "oiii_5007", "oi_6300", "halpha", "nii_6548", "nii_6584", "sii_6717", "sii_6731")
+
+
+# The DDM was trained only on spectra with S/N > 8 in each of these (docs/model.md#training).
+REQUIRED_LINES = ("halpha", "hbeta", "oiii_5007", "nii_6584", "sii_6717", "sii_6731")
+
+
+SNR_MIN = 8.0

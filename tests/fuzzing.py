@@ -40,6 +40,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ddm_jax.constants import LINE_NAMES
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # hostile_files, when run as a script
 
 from hostile_files import as_model_save, strings, weighted_layers  # noqa: E402
@@ -317,13 +319,12 @@ def _either(*mutations):
 
 def _prepared(rng_np) -> dict[str, np.ndarray]:
     from ddm_jax.constants import N_BINS, wavelength_grid
-    from ddm_jax.prepare import lines
 
-    n, n_lines = 2, len(lines.LINE_NAMES)
+    n, n_lines = 2, len(LINE_NAMES)
     flux = (5 + rng_np.normal(size=(n, N_BINS))).astype(np.float32)
     return {"flux": flux, "ivar": np.ones((n, N_BINS), np.float32), "mask": np.zeros((n, N_BINS), np.uint8),
             "wavelength": wavelength_grid().astype(np.float32), "z": np.full(n, 0.05), "ids": np.array(["a", "b"]),
-            "line_names": np.array(lines.LINE_NAMES), "line_flux": np.ones((n, n_lines), np.float32),
+            "line_names": np.array(LINE_NAMES), "line_flux": np.ones((n, n_lines), np.float32),
             "line_flux_err": np.ones((n, n_lines), np.float32), "line_snr": np.ones((n, n_lines), np.float32),
             "meets_snr": np.ones(n, bool), "line_fit_ok": np.ones(n, bool), "broad_balmer": np.zeros(n, bool),
             "passes_gate": np.ones(n, bool), "log_nii_ha": np.zeros(n, np.float32),
@@ -348,10 +349,10 @@ def _manga_cube(path: Path) -> Path:
 
 class Fuzzer:
     def __init__(self, work: Path, seed: int):
-        from ddm_jax.catalog import write_output
-        from ddm_jax.checkpoint import convert_to_checkpoint
-        from ddm_jax.inference import Decomposer
-        from ddm_jax.streaming import decompose_files
+        from ddm_jax.inference.decomposer import Decomposer
+        from ddm_jax.inference.streaming import decompose_files
+        from ddm_jax.io.checkpoint import convert_to_checkpoint
+        from ddm_jax.io.outputs.files import write_output
 
         self.work, self.rng = work, random.Random(seed)
         good = work / "good"
@@ -435,10 +436,11 @@ class Fuzzer:
     def run(self, target: str, case: Path) -> str:
         """Run the reader of `target` on the mutated file `case`; 'ok' or 'refused' (a DDMError
         checked to be one line), or raise AssertionError for a broken invariant."""
-        from ddm_jax.catalog import export
         from ddm_jax.errors import DDMError
-        from ddm_jax.prepare.readers import read_many, read_z_table
-        from ddm_jax.streaming import decompose_files
+        from ddm_jax.inference.streaming import decompose_files
+        from ddm_jax.io.loaders.arrays import read_z_table
+        from ddm_jax.io.loaders.registry import read_many
+        from ddm_jax.io.outputs.files import export
         from ddm_jax_convert import convert_file
 
         out = case.parent / "out"

@@ -11,8 +11,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from ddm_jax import synthetic
 from ddm_jax.constants import norm_window_slice
+from ddm_jax.training import synthetic
 
 OUTPUT = Path(__file__).resolve().parent.parent / "ddm_jax" / "data" / "example_spectra.npz"
 SF_WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from scipy.special import erf
 
-from ddm_jax.constants import SPEED_OF_LIGHT_KMS
-from ddm_jax.prepare import lines, resample
-from ddm_jax.prepare.readers import Spectrum
+from ddm_jax.constants import LINE_NAMES, REQUIRED_LINES, SNR_MIN, SPEED_OF_LIGHT_KMS
+from ddm_jax.prepare import lines
+from ddm_jax.spectra import resample
+from ddm_jax.spectra.spectrum import Spectrum
 
 # SDSS's sampling: log10(lambda) steps of 1e-4 from 3800 A (observed frame).
 SDSS_LOGLAM0, SDSS_DLOGLAM, SDSS_NPIX = np.log10(3800.0), 1e-4, 3850
@@ -86,7 +87,7 @@ def sdss_pipeline_lines(path: Path) -> dict[str, tuple[float, float]]:
 def sdss_pipeline_meets_snr(path: Path) -> bool:
     """The S/N gate applied to the SDSS pipeline's own fluxes and errors."""
     measured = sdss_pipeline_lines(path)
-    return all(flux / err > lines.SNR_MIN for flux, err in (measured[n] for n in lines.REQUIRED_LINES))
+    return all(flux / err > SNR_MIN for flux, err in (measured[n] for n in REQUIRED_LINES))
 
 
 def sdss_redshift(path: Path) -> float:
@@ -103,7 +104,7 @@ INSTRUMENT_SIGMA_KMS = 69.0  # as the fit assumes (continuum.INSTRUMENT_SIGMA_KM
 
 def fit_templates():
     """The template set the fit uses in these tests: BC03 without HELD_OUT_AGES_GYR."""
-    from ddm_jax.templates import load_templates
+    from ddm_jax.astro.templates import load_templates
 
     templates = load_templates()
     return templates.select(~np.isin(np.round(templates.ages_gyr, 3), HELD_OUT_AGES_GYR))
@@ -113,7 +114,7 @@ def held_out_stars(young_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """Rest wavelength (vacuum) and flux of a solar-metallicity mix of the held-out ages:
     `young_fraction` of the light at 5500 A from 0.286 Gyr (deep Balmer absorption), the rest
     from 2.5 Gyr."""
-    from ddm_jax.templates import load_templates
+    from ddm_jax.astro.templates import load_templates
 
     templates = load_templates()
     pick = lambda age: np.flatnonzero((np.round(templates.ages_gyr, 3) == age)  # noqa: E731
@@ -125,7 +126,7 @@ def held_out_stars(young_fraction: float) -> tuple[np.ndarray, np.ndarray]:
 
 def true_fluxes(line_scale: float = 1.0, without: tuple[str, ...] = ()) -> dict[str, float]:
     """The narrow-line fluxes `template_galaxy` puts in (LINE_NAMES order)."""
-    return {name: 0.0 if name in without else line_scale * TRUE_FLUX[name] for name in lines.LINE_NAMES}
+    return {name: 0.0 if name in without else line_scale * TRUE_FLUX[name] for name in LINE_NAMES}
 
 
 def template_galaxy(rng: np.random.Generator, z: float = 0.05, sigma_star: float = 120.0, v_star: float = 0.0,

@@ -12,8 +12,8 @@ import pytest
 
 from conftest import random_spectra
 from ddm_jax.config import DDMConfig, RegressorConfig
-from ddm_jax.inference import decompose_batch
-from ddm_jax.models import COMPUTE_DTYPES, DDM, LineRatioRegressor, init_params
+from ddm_jax.model.forward import decompose_batch
+from ddm_jax.model.models import COMPUTE_DTYPES, DDM, LineRatioRegressor, init_params
 
 BF16_SPECTRA_RTOL = 5e-2
 BF16_FRACTION_ATOL = 5e-2

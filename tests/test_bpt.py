@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ddm_jax import bpt
+from ddm_jax.model import bpt
 
 S, C, SY, L, U = bpt.STAR_FORMING, bpt.COMPOSITE, bpt.SEYFERT, bpt.LINER, bpt.UNDEFINED
 EPS = 0.02  # dex either side of a line

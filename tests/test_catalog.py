@@ -10,12 +10,17 @@ import pytest
 from test_readers import NX, NY, _cube_header, _cube_masks, write_cube
 
 from conftest import TINY_DDM_KERAS, TINY_REGRESSOR_KERAS, random_spectra
-from ddm_jax import bpt, catalog
 from ddm_jax.cli import main
 from ddm_jax.constants import LINE_QUANTITIES, wavelength_grid
-from ddm_jax.demo import bundled
 from ddm_jax.errors import DDMError
-from ddm_jax.inference import Decomposer
+from ddm_jax.evaluation.demo import bundled
+from ddm_jax.inference.decomposer import Decomposer
+from ddm_jax.io.outputs import fits_writer
+from ddm_jax.io.outputs.base import BLOCK_BYTES, BLOCK_ROWS, FolderOutput
+from ddm_jax.io.outputs.files import export, open_output, read_arrays, write_output
+from ddm_jax.io.outputs.table import catalog_table
+from ddm_jax.model import bpt
+from ddm_jax.schema import PARTS
 from spectra_helpers import STRONG, ppxf_sdss_path
 
 fits = pytest.importorskip("astropy.io.fits", reason="FITS catalogues need astropy")
@@ -69,7 +74,7 @@ def assert_same_arrays(actual: dict, expected: dict, compare_time: bool = True) 
 def test_fits_holds_the_npz_numbers_bit_for_bit(example):
     with np.load(example / "out.npz") as npz:
         expected = dict(npz)
-    assert_same_arrays(catalog.read_arrays(example / "out.fits"), expected, compare_time=False)
+    assert_same_arrays(read_arrays(example / "out.fits"), expected, compare_time=False)
 
 
 def test_npz_fits_npz_round_trip_through_export(example, tmp_path):
@@ -83,7 +88,7 @@ def test_table_read_is_the_catalogue_with_named_columns(example):
     with np.load(example / "out.npz") as npz:
         arrays = dict(npz)
     table = Table.read(example / "out.fits")  # HDU 1, the only table
-    for p, part in enumerate(catalog.PARTS):
+    for p, part in enumerate(PARTS):
         for q, quantity in enumerate(LINE_QUANTITIES):
             np.testing.assert_array_equal(table[f"{part}_{quantity}"], arrays["line_ratios"][:, p, q])
         np.testing.assert_array_equal(table[f"{part}_bpt_class"], arrays["bpt_class"][:, p])
@@ -92,7 +97,7 @@ def test_table_read_is_the_catalogue_with_named_columns(example):
     for key in ("reconstruction_chi2", "ood_score"):  # NaN (no ivar, no calibration) reads back masked
         np.testing.assert_array_equal(np.ma.filled(table[key], np.nan), arrays[key])
     # the same table in memory, without a file
-    in_memory = catalog.catalog_table(arrays)
+    in_memory = catalog_table(arrays)
     assert in_memory.colnames == table.colnames
     for name in table.colnames:
         np.testing.assert_array_equal(np.ma.filled(in_memory[name], np.nan), np.ma.filled(table[name], np.nan))
@@ -129,14 +134,14 @@ def test_prepared_fits_and_its_decomposition_with_survey_ids(checkpoint, tmp_pat
     assert main([*args, "-o", str(tmp_path / "prepared.fits")]) == 0
     with np.load(tmp_path / "prepared.npz") as npz:
         prepared = dict(npz)
-    assert_same_arrays(catalog.read_arrays(tmp_path / "prepared.fits"), prepared, compare_time=False)
+    assert_same_arrays(read_arrays(tmp_path / "prepared.fits"), prepared, compare_time=False)
     with fits.open(tmp_path / "prepared.fits") as hdul:
         hdul.verify("exception")
         assert {"FLUX", "IVAR", "MASK", "CONTINUUM", "LINE_MODEL"} <= {hdu.name for hdu in hdul}
     for name in ("npz", "fits"):  # a PREPARED.fits decomposes as its .npz does
         assert main(["decompose", str(tmp_path / f"prepared.{name}"), "--weights", str(checkpoint),
                      "--no-normalize", "-o", str(tmp_path / f"out_{name}.fits")]) == 0
-    from_npz, from_fits = (catalog.read_arrays(tmp_path / f"out_{name}.fits") for name in ("npz", "fits"))
+    from_npz, from_fits = (read_arrays(tmp_path / f"out_{name}.fits") for name in ("npz", "fits"))
     for key in ("sf_fraction", "line_ratios", "ids", "z", "survey_id", "measured_log_nii_ha", "passes_gate"):
         np.testing.assert_array_equal(from_fits[key], from_npz[key], err_msg=key)
     table = Table.read(tmp_path / "out_fits.fits")
@@ -158,7 +163,7 @@ def test_manga_cube_maps_on_the_cube_celestial_wcs(checkpoint, tmp_path):
                  "-o", str(tmp_path / "prepared.npz")]) == 0
     assert main(["decompose", str(tmp_path / "prepared.npz"), "--weights", str(checkpoint), "--no-normalize",
                  "-o", str(tmp_path / "out.fits")]) == 0
-    out = catalog.read_arrays(tmp_path / "out.fits")
+    out = read_arrays(tmp_path / "out.fits")
     sky = WCS(_cube_header()).celestial
     with fits.open(tmp_path / "out.fits") as hdul:
         hdul.verify("exception")
@@ -201,7 +206,7 @@ def test_streamed_folder_of_20000_rows_exports_in_flat_memory(survey_folder):
                              f"{str(root / 'out.fits')!r}])")
     data_mib = (root / "out.fits").stat().st_size / 2**20
     assert data_mib > 500 and exported - opened < EXPORT_EXTRA_MIB, (opened, exported, data_mib)
-    with catalog.open_output(root / "out") as folder, catalog.open_output(root / "out.fits") as fits_file:
+    with open_output(root / "out") as folder, open_output(root / "out.fits") as fits_file:
         assert fits_file.rows == folder.rows == SURVEY_ROWS and set(fits_file.keys) == set(folder.keys)
         for key in folder.keys:
             for lo in range(0, SURVEY_ROWS, 4096):
@@ -218,23 +223,23 @@ def test_streamed_folder_of_20000_rows_exports_in_flat_memory(survey_folder):
 
 def test_export_reads_a_block_at_a_time(survey_folder, tmp_path, monkeypatch):
     largest = []
-    original = catalog.FolderOutput.read
+    original = FolderOutput.read
 
     def read(self, key, start=0, stop=None):
         block = original(self, key, start, stop)
         largest.append(block.nbytes)
         return block
 
-    monkeypatch.setattr(catalog.FolderOutput, "read", read)
-    catalog.export(survey_folder / "out", tmp_path / "out.fits")
+    monkeypatch.setattr(FolderOutput, "read", read)
+    export(survey_folder / "out", tmp_path / "out.fits")
     spectra_bytes = SURVEY_ROWS * 2208 * 4
-    assert max(largest) <= max(catalog.BLOCK_BYTES, catalog.BLOCK_ROWS * 3 * 8 * 4) < spectra_bytes / 8
+    assert max(largest) <= max(BLOCK_BYTES, BLOCK_ROWS * 3 * 8 * 4) < spectra_bytes / 8
 
 
 def test_bad_inputs_are_one_line_and_write_nothing(example, tmp_path, capsys):
     sdss = ppxf_sdss_path(STRONG)
     with pytest.raises(DDMError, match="not a ddm-jax catalogue"):
-        catalog.open_output(sdss)
+        open_output(sdss)
     truncated = tmp_path / "truncated.fits"
     truncated.write_bytes((example / "out.fits").read_bytes()[:-5000])
     for source, output, message in (
@@ -256,9 +261,9 @@ def test_failed_export_keeps_the_old_file(example, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise DDMError("boom")
 
-    monkeypatch.setattr(catalog, "_maps", broken)  # fails after the table and images are written
+    monkeypatch.setattr(fits_writer, "_maps", broken)  # fails after the table and images are written
     with pytest.raises(DDMError, match="boom"):
-        catalog.export(example / "out.npz", target)
+        export(example / "out.npz", target)
     assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["out.fits"]
 
 
@@ -267,5 +272,5 @@ def test_non_ascii_text_is_refused_by_name(example, tmp_path):
         arrays = dict(npz)
     arrays["ids"] = np.array([f"galaxy-{i}" for i in range(len(arrays["p_sf"]) - 1)] + ["gal\u00e1xia"])
     with pytest.raises(DDMError, match="ids: FITS tables hold ASCII text only"):
-        catalog.write_output(tmp_path / "x.fits", arrays)
+        write_output(tmp_path / "x.fits", arrays)
     assert not list(tmp_path.iterdir())

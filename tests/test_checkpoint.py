@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from conftest import TINY_DDM_KERAS, TINY_REGRESSOR_KERAS
-from ddm_jax.checkpoint import convert_to_checkpoint, load_checkpoint, read_metadata, save_checkpoint
 from ddm_jax.config import DDMConfig, RegressorConfig, config_from_dict, config_to_dict
 from ddm_jax.errors import DDMError
-from ddm_jax.models import DDM, LineRatioRegressor, init_params
+from ddm_jax.io.checkpoint import convert_to_checkpoint, load_checkpoint, read_metadata, save_checkpoint
+from ddm_jax.model.models import DDM, LineRatioRegressor, init_params
 
 METADATA = {"ddm_config": config_to_dict(DDMConfig.tiny()), "regressor_config": config_to_dict(RegressorConfig.tiny())}
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from conftest import TINY_DDM_KERAS, TINY_REGRESSOR_KERAS, random_spectra
-from ddm_jax.bpt import COMPOSITE, LINER, STAR_FORMING, classify_nii
-from ddm_jax.checkpoint import load_checkpoint, save_checkpoint
 from ddm_jax.cli import main
-from ddm_jax.inference import Decomposer
+from ddm_jax.inference.decomposer import Decomposer
+from ddm_jax.io.checkpoint import load_checkpoint, save_checkpoint
+from ddm_jax.model.bpt import COMPOSITE, LINER, STAR_FORMING, classify_nii
 
 CONTRACT = {  # key: (shape with B for the batch, dtype)
     "wavelength": ((2208,), np.float32), "sf_spectrum": (("B", 2208), np.float32),

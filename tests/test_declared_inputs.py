@@ -11,10 +11,14 @@ import numpy as np
 import pytest
 
 import ddm_jax
-import ddm_jax.io as ddm_io
+import ddm_jax.io.safe as ddm_io
 from ddm_jax.errors import DDMError
-from ddm_jax.io import load_npz
-from ddm_jax.prepare import pipeline, readers
+from ddm_jax.io.loaders import arrays
+from ddm_jax.io.loaders.arrays import read_array_file, read_z_table
+from ddm_jax.io.loaders.registry import read_any
+from ddm_jax.io.outputs.prepared import load_prepared
+from ddm_jax.io.safe import load_npz
+from ddm_jax.prepare import pipeline
 from spectra_helpers import STRONG, ppxf_sdss_path
 
 fits = pytest.importorskip("astropy.io.fits")
@@ -81,7 +85,7 @@ def prepared(tmp_path_factory):
     """A small PREPARED.npz, made by `prepare` from a real SDSS spectrum."""
     out = tmp_path_factory.mktemp("prepared") / "prepared.npz"
     pipeline.run([str(ppxf_sdss_path(STRONG))], str(out), coverage="fill", snr_policy="warn", log=lambda _: None)
-    return pipeline.load_prepared(out)
+    return load_prepared(out)
 
 
 def test_prepared_shapes_are_compared_before_the_data_are_read(prepared, tmp_path, monkeypatch):
@@ -92,7 +96,7 @@ def test_prepared_shapes_are_compared_before_the_data_are_read(prepared, tmp_pat
         path = tmp_path / f"{key}.npz"
         np.savez(path, **dict(prepared, **{key: value}))
         with pytest.raises(DDMError, match=rf"{key} has shape \({value.shape[0]}, \d+\), expected"):
-            pipeline.load_prepared(path)
+            load_prepared(path)
     assert not reads
 
 
@@ -100,17 +104,17 @@ def test_prepared_with_ids_of_no_dimension(prepared, tmp_path):
     path = tmp_path / "scalar_ids.npz"
     np.savez(path, **dict(prepared, ids=np.array("one")))
     with pytest.raises(DDMError, match=r"ids has shape \(\), expected \(n,\)"):
-        pipeline.load_prepared(path)
+        load_prepared(path)
 
 
 def test_spectra_npz_shapes_are_declared_before_read(tmp_path):
     path = tmp_path / "spectra.npz"
     np.savez(path, wavelength=np.arange(10.0), flux=np.ones((2, 10)), ivar=np.ones((3, 10)))
     with pytest.raises(DDMError, match=r"ivar has shape \(3, 10\); with flux \(2, 10\) expected \(2, 10\)"):
-        readers.read_array_file(path)
+        read_array_file(path)
     np.savez(path, wavelength=np.arange(10.0), flux=np.ones((2, 10, 1)), ivar=np.ones((2, 10)))
     with pytest.raises(DDMError, match=r"flux has shape \(2, 10, 1\); expected \(N,\) or \(M, N\)"):
-        readers.read_array_file(path)
+        read_array_file(path)
 
 
 # --- FITS ------------------------------------------------------------------------------------------
@@ -130,11 +134,11 @@ def test_sdss_table_declaring_more_rows_than_the_file_holds(tmp_path):
     with pytest.raises(DDMError, match=r"spec-huge.fits: truncated FITS file: HDU COADD declares 32000002560 "
                                        r"bytes of data \(NAXIS 32 x 1000000000, BITPIX 8\) from byte 14400, "
                                        r"but the file holds 748800 bytes"):
-        readers.read_any(path)
+        read_any(path)
     zipped = tmp_path / "spec-huge.fits.gz"  # checked against the decompressed length
     zipped.write_bytes(gzip.compress(path.read_bytes()))
     with pytest.raises(DDMError, match=r"spec-huge.fits.gz: truncated FITS file: HDU COADD .* holds 748800 bytes"):
-        readers.read_any(zipped)
+        read_any(zipped)
 
 
 def test_gzipped_cube_declaring_more_than_its_decompressed_stream(tmp_path):
@@ -142,7 +146,7 @@ def test_gzipped_cube_declaring_more_than_its_decompressed_stream(tmp_path):
     path = tmp_path / "spec-huge.fits.gz"
     path.write_bytes(gzip.compress(_with_card(raw, "NAXIS", 2)[:2880] + raw[2880:]))  # primary claims 2 axes
     with pytest.raises(DDMError, match=r"spec-huge.fits.gz: "):
-        readers.read_any(path)
+        read_any(path)
     # a gzipped cube whose FLUX declares more planes than the decompressed stream holds
     cube = tmp_path / "cube.fits"
     fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((4, 3, 3), np.float32), name="FLUX")]).writeto(cube)
@@ -153,7 +157,7 @@ def test_gzipped_cube_declaring_more_than_its_decompressed_stream(tmp_path):
     zipped.write_bytes(gzip.compress(raw))
     with pytest.raises(DDMError, match=rf"manga-1-2-LOGCUBE.fits.gz: truncated FITS file: HDU FLUX .* holds "
                                        rf"{len(raw)} bytes"):
-        readers.read_any(zipped)
+        read_any(zipped)
 
 
 def test_last_hdu_declaring_more_than_the_file_holds_is_named(tmp_path):
@@ -163,7 +167,7 @@ def test_last_hdu_declaring_more_than_the_file_holds_is_named(tmp_path):
     second = raw.index(b"XTENSION")
     path.write_bytes(raw[:second] + _with_card(raw[second:], "NAXIS3", 10**7))
     with pytest.raises(DDMError) as err:
-        readers.read_any(path)
+        read_any(path)
     message = str(err.value)
     assert message.startswith(f"{path}: ") and "\n" not in message
     assert "HDU FLUX declares 360000000 bytes of data (NAXIS 3 x 3 x 10000000, BITPIX -32)" in message
@@ -177,7 +181,7 @@ def test_a_structural_card_given_twice_is_refused(tmp_path):
     path = tmp_path / "spec-twice.fits"
     path.write_bytes(raw[:extname] + f"{'NAXIS2':<8}= {10**9:>20}".ljust(80).encode() + raw[extname + 80:])
     with pytest.raises(DDMError, match="spec-twice.fits: header 1 has two NAXIS2 cards"):
-        readers.read_any(path)
+        read_any(path)
 
 
 def test_a_table_column_without_its_name_card(tmp_path):
@@ -187,7 +191,7 @@ def test_a_table_column_without_its_name_card(tmp_path):
     path = tmp_path / "spec-unnamed.fits"  # astropy names the column None (found by the fuzzer)
     path.write_bytes(raw[:ttype] + b"COMMENT " + raw[ttype + 8:])
     with pytest.raises(DDMError, match="spec-unnamed.fits: COADD table lacks column"):
-        readers.read_any(path)
+        read_any(path)
 
 
 def test_bzip2_fits_is_refused(tmp_path):
@@ -196,23 +200,23 @@ def test_bzip2_fits_is_refused(tmp_path):
     path = tmp_path / "spec.fits"
     path.write_bytes(bz2.compress(ppxf_sdss_path(STRONG).read_bytes()[:2880]))
     with pytest.raises(DDMError, match="a bzip2-compressed file"):
-        readers.read_any(path)
+        read_any(path)
 
 
 def test_fits_beyond_available_memory(monkeypatch):
     monkeypatch.setattr(ddm_io, "available_memory", lambda: 1000)
     with pytest.raises(DDMError, match="more than the 0.0 GiB of memory available"):
-        readers.read_any(REAL / "MaNGA_test_spectra.fits.gz")
+        read_any(REAL / "MaNGA_test_spectra.fits.gz")
 
 
 # --- CSV -------------------------------------------------------------------------------------------
 
 def test_csv_rows_are_counted_as_they_stream(tmp_path, monkeypatch):
-    monkeypatch.setattr(readers, "MAX_CSV_ROWS", 100)
+    monkeypatch.setattr(arrays, "MAX_CSV_ROWS", 100)
     path = tmp_path / "long.csv"
     path.write_text("wavelength,flux,ivar\n" + "5000,1,1\n" * 101)
     with pytest.raises(DDMError, match="more than 100 rows"):
-        readers.read_array_file(path)
+        read_array_file(path)
 
 
 @pytest.mark.parametrize("content, message", [
@@ -227,7 +231,7 @@ def test_csv_bounded_columns_and_lines(tmp_path, content, message):
     path = tmp_path / "bad.csv"
     path.write_text(content)
     with pytest.raises(DDMError, match=message) as err:
-        readers.read_array_file(path)
+        read_array_file(path)
     assert "\n" not in str(err.value)
 
 
@@ -236,7 +240,7 @@ def test_csv_streams_in_blocks(tmp_path):
     wavelength = 3000 + np.arange(rows) * 0.1
     np.savetxt(tmp_path / "big.csv", np.stack([wavelength, np.ones(rows), np.ones(rows)], 1), delimiter=",",
                header="wavelength,flux,ivar", comments="")
-    (spectrum,) = readers.read_array_file(tmp_path / "big.csv")
+    (spectrum,) = read_array_file(tmp_path / "big.csv")
     np.testing.assert_allclose(spectrum.wavelength, wavelength)
 
 
@@ -260,7 +264,7 @@ def _hostile_inputs(folder: Path, weights: Path) -> dict[str, list]:
 @pytest.mark.parametrize("case", ["decompose .npy", "decompose PREPARED.npz", "prepare FITS"])
 def test_peak_rss_of_commands_on_hostile_inputs(tmp_path, case):
     from conftest import TINY_DDM_KERAS, TINY_REGRESSOR_KERAS
-    from ddm_jax.checkpoint import convert_to_checkpoint
+    from ddm_jax.io.checkpoint import convert_to_checkpoint
     from hostile_files import peak_rss
 
     convert_to_checkpoint([TINY_DDM_KERAS, TINY_REGRESSOR_KERAS], tmp_path / "ckpt")
@@ -286,8 +290,8 @@ def test_redshift_table_one_line_errors(tmp_path, content, message):
     path = tmp_path / "z.csv"
     path.write_text(content)
     if message is None:
-        assert readers.read_z_table(path) == {"a": 0.1}
+        assert read_z_table(path) == {"a": 0.1}
         return
     with pytest.raises(DDMError, match=message) as err:
-        readers.read_z_table(path)
+        read_z_table(path)
     assert "\n" not in str(err.value)

@@ -10,12 +10,12 @@ import math
 import numpy as np
 import pytest
 
-from ddm_jax import demo
 from ddm_jax.cli import main
-from ddm_jax.demo import run_demo
 from ddm_jax.errors import DDMError
-from ddm_jax.plotting import load_decomposition
-from ddm_jax.recipes import RECIPES
+from ddm_jax.evaluation import demo
+from ddm_jax.evaluation.demo import run_demo
+from ddm_jax.report.plotting import load_decomposition
+from ddm_jax.training.recipes import RECIPES
 
 BUDGET = 250.0  # tiny recipe: 8 DDM steps and 2 regressor steps, each network capped at 2 min
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -55,7 +55,7 @@ def test_real_spectra_catalogue_and_report(first_run):
     from astropy.io import fits
     from astropy.table import Table
 
-    from ddm_jax.real_eval import load_real_set
+    from ddm_jax.evaluation.real_eval import load_real_set
 
     root, metrics = first_run
     with fits.open(root / "out" / demo.REAL_CATALOGUE) as hdul:

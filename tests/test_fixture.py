@@ -7,7 +7,7 @@ import numpy as np
 
 from conftest import TINY_DDM_KERAS, TINY_KERAS_OUTPUTS, TINY_REGRESSOR_KERAS, assert_parity, keras_reference
 from ddm_jax.config import DDMConfig
-from ddm_jax.models import DDM, LineRatioRegressor
+from ddm_jax.model.models import DDM, LineRatioRegressor
 from ddm_jax_convert import convert_files
 
 N_BINS = DDMConfig().n_bins

@@ -7,7 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ddm_jax.prepare import continuum, fit, lines, pipeline, readers
+from ddm_jax.constants import LINE_NAMES, SNR_MIN
+from ddm_jax.io.loaders.sdss import read_sdss_fits
+from ddm_jax.prepare import continuum, fit, lines, pipeline
+from ddm_jax.spectra.resample import rebin_spectra
+from ddm_jax.spectra.spectrum import validate
 from spectra_helpers import (
     STRONG,
     WEAK,
@@ -54,7 +58,7 @@ def synthetic():
                       "sigma_star": rng.uniform(60, 250)}
         settings[name] = kwargs
         spectra.append(template_galaxy(rng, spec_id=name, **kwargs))
-    grid = pipeline.rebin_spectra(spectra)
+    grid = rebin_spectra(spectra)
     grid["ivar"][list(CASES).index("errors 10x too small")] *= 100.0
     out = fit.fit_spectra(grid["flux"], grid["ivar"], continuum.prepare_library(fit_templates()))
     return {name: {key: value[i] for key, value in out.items()} for i, name in enumerate(CASES)}, settings
@@ -70,7 +74,7 @@ def test_fluxes_within_their_errors_across_velocities_widths_and_absorption(synt
     pulls = np.array([_pulls(results[name], settings[name]) for name in FLUX_CASES])
     assert np.all(np.isfinite(pulls))
     assert np.abs(pulls).max() < MAX_PULL, dict(zip(FLUX_CASES, np.abs(pulls).max(axis=1).round(1)))
-    assert np.all(np.abs(pulls.mean(axis=0)) < MAX_MEAN_PULL), dict(zip(lines.LINE_NAMES, pulls.mean(axis=0).round(2)))
+    assert np.all(np.abs(pulls.mean(axis=0)) < MAX_MEAN_PULL), dict(zip(LINE_NAMES, pulls.mean(axis=0).round(2)))
     assert PULL_STD_RANGE[0] < pulls.std() < PULL_STD_RANGE[1], pulls.std()
     for name in FLUX_CASES:
         assert abs(results[name]["velocity"] - settings[name].get("v_gas", 0.0)) < VELOCITY_TOL_KMS, name
@@ -85,7 +89,7 @@ def test_emission_and_absorption_do_not_trade_places(synthetic):
     for name in (n for n in CASES if n.startswith("absorption")):
         pulls = _pulls(results[name], settings[name])
         for line in ("hbeta", "halpha"):
-            assert abs(pulls[lines.LINE_NAMES.index(line)]) < MAX_PULL, (name, line)
+            assert abs(pulls[LINE_NAMES.index(line)]) < MAX_PULL, (name, line)
 
 
 def test_a_fit_at_the_edge_of_a_search_is_flagged(synthetic):
@@ -102,7 +106,7 @@ def test_line_fluxes_are_never_negative(synthetic):
     for name, result in results.items():
         assert np.all(result["line_flux"] >= 0) and np.all(result["line_snr"] >= 0), name
     absent = results["no [OIII]"]
-    assert absent["line_snr"][lines.LINE_NAMES.index("oiii_5007")] < 3  # an upper limit, not a detection
+    assert absent["line_snr"][LINE_NAMES.index("oiii_5007")] < 3  # an upper limit, not a detection
 
 
 def test_bad_fits_and_broad_lines_fail_the_gate(synthetic):
@@ -164,14 +168,14 @@ def ppxf_reference_fluxes() -> dict[str, float]:
 @pytest.fixture(scope="module")
 def sdss():
     paths = [ppxf_sdss_path(STRONG), ppxf_sdss_path(WEAK)]
-    spectra = [readers.validate(readers.read_sdss_fits(p)) for p in paths]
-    grid = pipeline.rebin_spectra(spectra)
+    spectra = [validate(read_sdss_fits(p)) for p in paths]
+    grid = rebin_spectra(spectra)
     return paths, pipeline.measure(grid["flux"], grid["ivar"])
 
 
 def test_sdss_ratios_lie_between_the_sdss_pipeline_and_ppxf(sdss):
     paths, measured = sdss
-    ours = dict(zip(lines.LINE_NAMES, measured["line_flux"][0]))
+    ours = dict(zip(LINE_NAMES, measured["line_flux"][0]))
     sdss_fluxes = {name: value[0] for name, value in sdss_pipeline_lines(paths[0]).items()}
     ppxf_fluxes = ppxf_reference_fluxes()
     for key in RATIOS:
@@ -202,7 +206,7 @@ def test_ratios_undefined_where_a_flux_is_not_positive():
 
 
 def test_gate_fails_on_nan_and_on_exactly_the_threshold():
-    snr = np.full((3, len(lines.LINE_NAMES)), 20.0, np.float32)
-    snr[1, lines.LINE_NAMES.index("hbeta")] = np.nan
-    snr[2, lines.LINE_NAMES.index("sii_6731")] = lines.SNR_MIN
+    snr = np.full((3, len(LINE_NAMES)), 20.0, np.float32)
+    snr[1, LINE_NAMES.index("hbeta")] = np.nan
+    snr[2, LINE_NAMES.index("sii_6731")] = SNR_MIN
     np.testing.assert_array_equal(lines.meets_snr(snr), [True, False, False])

@@ -8,8 +8,10 @@ import pytest
 from conftest import random_spectra
 from ddm_jax.config import DDMConfig, RegressorConfig
 from ddm_jax.errors import DDMError
-from ddm_jax.inference import STD_KEYS, Decomposer, dropout_std
-from ddm_jax.models import DDM, LineRatioRegressor, init_params
+from ddm_jax.inference.decomposer import Decomposer
+from ddm_jax.model.forward import dropout_std
+from ddm_jax.model.models import DDM, LineRatioRegressor, init_params
+from ddm_jax.schema import STD_KEYS
 
 NO_DROPOUT = dataclasses.replace(DDMConfig.tiny(), trunk_dropout=(0.0, 0.0, 0.0), branch_dropout=0.0, head_dropout=0.0)
 
@@ -39,7 +41,7 @@ def test_std_matches_numpy_over_the_same_passes():
     flux, mass = random_spectra(3, seed=62), np.ones(3, np.float32)
     key = jax.random.PRNGKey(5)
     got = dropout_std(params, flux, mass, key, ddm=DDM(config), normalize=True, samples=6)
-    from ddm_jax.preprocess import normalize_batch
+    from ddm_jax.model.preprocess import normalize_batch
 
     x = normalize_batch(flux, mass)
     passes = [DDM(config).apply({"params": params}, x, deterministic=False, rngs={"dropout": k}).sf_spectrum

@@ -6,8 +6,8 @@ import pytest
 
 from conftest import random_spectra
 from ddm_jax.config import DDMConfig, RegressorConfig, conv_lengths, same_padding
-from ddm_jax.models import CONV_CHUNK, DDM, LineRatioRegressor, abstract_params, init_params
-from ddm_jax.preprocess import center, center_batch, median, normalize, normalize_batch
+from ddm_jax.model.models import CONV_CHUNK, DDM, LineRatioRegressor, abstract_params, init_params
+from ddm_jax.model.preprocess import center, center_batch, median, normalize, normalize_batch
 
 
 def count(params) -> int:

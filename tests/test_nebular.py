@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ddm_jax.bpt import KEWLEY01_NII_ASYMPTOTE, kewley01_nii
+from ddm_jax.astro.nebular import CURVES, attenuation, line_attenuation, load_nebular_grids
 from ddm_jax.constants import EMISSION_LINES, wavelength_grid
 from ddm_jax.errors import DDMError
-from ddm_jax.nebular import CURVES, attenuation, line_attenuation, load_nebular_grids
+from ddm_jax.model.bpt import KEWLEY01_NII_ASYMPTOTE, kewley01_nii
 
 LINE = {name: i for i, name in enumerate(EMISSION_LINES)}
 NPZ = Path(__file__).resolve().parents[1] / "ddm_jax" / "data" / "nebular_dust.npz"

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 
 from conftest import TINY_DDM_KERAS, TINY_REGRESSOR_KERAS, random_spectra
-from ddm_jax.checkpoint import convert_to_checkpoint
 from ddm_jax.errors import DDMError
-from ddm_jax.inference import OUTPUT_KEYS, Decomposer
-from ddm_jax.prepare import readers
-from ddm_jax.streaming import decompose_files
+from ddm_jax.inference.decomposer import Decomposer
+from ddm_jax.inference.streaming import decompose_files
+from ddm_jax.io.checkpoint import convert_to_checkpoint
+from ddm_jax.io.loaders.arrays import read_array_file
+from ddm_jax.schema import OUTPUT_KEYS
 
 COUNT = 6
 
@@ -102,7 +103,7 @@ def _columns():
 def test_prepare_npy_columns_in_any_layout(tmp_path, store):
     columns = _columns()
     np.save(tmp_path / "spectrum.npy", store(columns))
-    (spectrum,) = readers.read_array_file(tmp_path / "spectrum.npy")
+    (spectrum,) = read_array_file(tmp_path / "spectrum.npy")
     np.testing.assert_allclose(spectrum.wavelength, columns[:, 0], rtol=1e-6)
     np.testing.assert_array_equal(spectrum.ivar, 4.0)
     assert spectrum.flux.dtype == np.float64
@@ -112,7 +113,7 @@ def test_prepare_npz_float16_big_endian_and_integer_mask(tmp_path):
     columns = _columns()
     np.savez(tmp_path / "spectra.npz", wavelength=columns[:, 0].astype(">f8"), flux=columns[:, 1].astype(np.float16),
              ivar=columns[:, 2].astype(">f4"), mask=np.arange(500, dtype=">i2") % 2, z=np.float32(0.1))
-    (spectrum,) = readers.read_array_file(tmp_path / "spectra.npz")
+    (spectrum,) = read_array_file(tmp_path / "spectra.npz")
     np.testing.assert_array_equal(spectrum.flux, 1.0)
     np.testing.assert_array_equal(spectrum.good, np.arange(500) % 2 == 0)
     assert spectrum.z == pytest.approx(0.1)
@@ -121,4 +122,4 @@ def test_prepare_npz_float16_big_endian_and_integer_mask(tmp_path):
 def test_prepare_npz_string_flux_is_refused(tmp_path):
     np.savez(tmp_path / "spectra.npz", wavelength=np.arange(3.0), flux=np.array(["a", "b", "c"]), ivar=np.ones(3))
     with pytest.raises(DDMError, match=r"flux is not numeric \(dtype <U1\)"):
-        readers.read_array_file(tmp_path / "spectra.npz")
+        read_array_file(tmp_path / "spectra.npz")

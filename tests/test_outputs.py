@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import TINY_DDM_KERAS, TINY_REGRESSOR_KERAS, random_spectra
-from ddm_jax.checkpoint import convert_to_checkpoint
 from ddm_jax.cli import main
 from ddm_jax.errors import DDMError
+from ddm_jax.io.checkpoint import convert_to_checkpoint
 from ddm_jax.prepare import pipeline
 
 WEIGHTS = [str(TINY_DDM_KERAS), str(TINY_REGRESSOR_KERAS)]

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from ddm_jax.checkpoint import convert_to_checkpoint
-from ddm_jax.demo import bundled
-from ddm_jax.inference import OUTPUT_KEYS, TRUST_KEYS, Decomposer
+from ddm_jax.evaluation.demo import bundled
+from ddm_jax.inference import TRUST_KEYS
+from ddm_jax.inference.decomposer import Decomposer
+from ddm_jax.io.checkpoint import convert_to_checkpoint
+from ddm_jax.schema import OUTPUT_KEYS
 
 PINNED = ROOT / "tests" / "fixtures" / "example_decomposition.npz"
 PIN_RTOL = 1e-6  # of each output's largest magnitude

@@ -7,7 +7,9 @@ import pytest
 from conftest import TINY_DDM_KERAS, TINY_REGRESSOR_KERAS, assert_parity, keras_reference, random_spectra
 from ddm_jax.config import DDMConfig, RegressorConfig
 from ddm_jax.errors import DDMError
-from ddm_jax.inference import OUTPUT_KEYS, TRUST_KEYS, Decomposer
+from ddm_jax.inference import TRUST_KEYS
+from ddm_jax.inference.decomposer import Decomposer
+from ddm_jax.schema import OUTPUT_KEYS
 from ddm_jax_convert import convert_files
 
 WAVE = 3700.0 + 2.0 * np.arange(2208)

@@ -8,7 +8,7 @@ import pytest
 from ddm_jax.cli import main
 from ddm_jax.constants import N_BINS, wavelength_grid
 from ddm_jax.errors import DDMError
-from ddm_jax.plotting import DENSITY_THRESHOLD, DPI, bpt_figure, load_decomposition, save_png, spectrum_figure
+from ddm_jax.report.plotting import DENSITY_THRESHOLD, DPI, bpt_figure, load_decomposition, save_png, spectrum_figure
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MIN_PNG_BYTES = 10_000  # a drawn figure, not an empty canvas

@@ -6,9 +6,13 @@ import numpy as np
 import pytest
 
 from ddm_jax import cli
+from ddm_jax.constants import LINE_NAMES
 from ddm_jax.errors import DDMError
-from ddm_jax.prepare import lines, pipeline, resample
-from ddm_jax.prepare.readers import read_array_file
+from ddm_jax.io.loaders.arrays import read_array_file
+from ddm_jax.io.outputs.prepared import load_prepared, write_prepared
+from ddm_jax.prepare import pipeline
+from ddm_jax.schema import PREPARED_FORMAT
+from ddm_jax.spectra import resample
 from spectra_helpers import STRONG, WEAK, ppxf_sdss_path, sdss_like, sdss_pipeline_meets_snr, sdss_redshift
 
 
@@ -36,9 +40,9 @@ def test_sdss_files_to_prepared_npz(tmp_path, capsys):
     out = tmp_path / "prepared.npz"
     code, err = _run(capsys, *paths, "-o", out, "--coverage", "fill", "--snr-policy", "warn")
     assert code == 0
-    data = pipeline.load_prepared(out)
+    data = load_prepared(out)
     assert list(data["ids"]) == [STRONG, WEAK]
-    assert list(data["line_names"]) == list(lines.LINE_NAMES)
+    assert list(data["line_names"]) == list(LINE_NAMES)
     np.testing.assert_array_equal(data["z"], [sdss_redshift(p) for p in paths])
     np.testing.assert_array_equal(data["meets_snr"], [sdss_pipeline_meets_snr(p) for p in paths])
     # Legacy SDSS spectra start at 3800 A observed: the blue end is filled and says so.
@@ -60,7 +64,7 @@ def test_refuse_is_the_default_and_names_the_file(tmp_path, capsys):
     out = tmp_path / "prepared.npz"
     code, err = _run(capsys, ppxf_sdss_path(STRONG), tmp_path / "covered.npz", "-o", out)
     assert code == 0
-    assert list(pipeline.load_prepared(out)["ids"]) == ["covered"]
+    assert list(load_prepared(out)["ids"]) == ["covered"]
     refused = [line for line in err if str(ppxf_sdss_path(STRONG)) in line]
     assert len(refused) == 1 and "not covered" in refused[0] and "skipped" in refused[0]
     # the spectrum dropped for coverage is in the counts, which add up to the 2 read
@@ -72,7 +76,7 @@ def test_snr_gate_skips_by_default(tmp_path, capsys):
     out = tmp_path / "prepared.npz"
     code, err = _run(capsys, ppxf_sdss_path(STRONG), ppxf_sdss_path(WEAK), "-o", out, "--coverage", "fill")
     assert code == 0
-    assert list(pipeline.load_prepared(out)["ids"]) == [STRONG]
+    assert list(load_prepared(out)["ids"]) == [STRONG]
     assert any(line.startswith(f"{WEAK}: S/N <= 8 in") and "nii_6584" in line for line in err)
     assert any(line.startswith("2 spectra: 0 off the grid (coverage), 1 failing the gate (skipped")
                for line in err)
@@ -99,7 +103,7 @@ def test_bad_files_are_named_and_the_batch_goes_on(tmp_path, capsys):
     out = tmp_path / "prepared.npz"
     code, err = _run(capsys, batch, "-o", out, "--coverage", "fill", "--snr-policy", "warn")
     assert code == 0
-    assert list(pipeline.load_prepared(out)["ids"]) == [STRONG]
+    assert list(load_prepared(out)["ids"]) == [STRONG]
     expected = {"truncated.fits": "truncated FITS file", "no_ivar.fits": "lacks column(s) ivar",
                 "no_z.fits": "no redshift", "negative_z.npz": "redshift must be finite and >= 0",
                 "all_masked.npz": "every pixel is masked", "reversed.csv": "not finite and strictly increasing",
@@ -128,7 +132,7 @@ def test_plain_arrays_give_what_the_fits_file_gives(tmp_path, capsys):
     code, _ = _run(capsys, ppxf_sdss_path(STRONG), tmp_path / "as_npy.npy", tmp_path / "as_csv.csv",
                    tmp_path / "as_npz.npz", "-o", out, "--coverage", "fill", "--z-table", tmp_path / "z.csv")
     assert code == 0
-    result = pipeline.load_prepared(out)
+    result = load_prepared(out)
     assert list(result["ids"]) == [STRONG, "as_npy", "as_csv", "as_npz#0", "as_npz#1"]
     for row in range(1, 5):
         for key in ("flux", "ivar", "mask", "line_flux"):
@@ -154,7 +158,7 @@ def test_write_failure_midway_leaves_the_old_output(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pipeline.np, "savez", disk_full)
     with pytest.raises(DDMError, match="prepared.npz: cannot write .No space left on device"):
-        pipeline.write_prepared(out, {"flux": np.zeros(3)})
+        write_prepared(out, {"flux": np.zeros(3)})
     assert out.read_bytes() == b"previous result"
     assert [p.name for p in tmp_path.iterdir()] == ["prepared.npz"]
 
@@ -163,32 +167,32 @@ def test_load_prepared_rejects_what_is_not_a_prepared_file(tmp_path, capsys):
     out = tmp_path / "prepared.npz"
     code, _ = _run(capsys, ppxf_sdss_path(STRONG), "-o", out, "--coverage", "fill")
     assert code == 0
-    arrays = pipeline.load_prepared(out)
+    arrays = load_prepared(out)
 
     missing = tmp_path / "missing.npz"
     np.savez(missing, **{k: v for k, v in arrays.items() if k != "line_snr"})
     with pytest.raises(DDMError, match=f"{missing}: not a PREPARED.npz: lacks line_snr"):
-        pipeline.load_prepared(missing)
+        load_prepared(missing)
 
     shifted = tmp_path / "shifted.npz"
     np.savez(shifted, **dict(arrays, wavelength=arrays["wavelength"] + 1))
     with pytest.raises(DDMError, match=f"{shifted}: wavelength is not the rest-frame grid"):
-        pipeline.load_prepared(shifted)
+        load_prepared(shifted)
 
     short = tmp_path / "short.npz"
     np.savez(short, **dict(arrays, flux=arrays["flux"][:, :100]))
     with pytest.raises(DDMError, match=r"short.npz: flux has shape \(1, 100\)"):
-        pipeline.load_prepared(short)
+        load_prepared(short)
 
     numbered = tmp_path / "numbered.npz"
     np.savez(numbered, **dict(arrays, ids=np.arange(len(arrays["ids"]))))
     with pytest.raises(DDMError, match=f"{numbered}: ids must be strings"):
-        pipeline.load_prepared(numbered)
+        load_prepared(numbered)
 
     for name, content in (("text.npz", b"not an archive"), ("cut.npz", out.read_bytes()[:5000])):
         (tmp_path / name).write_bytes(content)
         with pytest.raises(DDMError, match=f"{tmp_path / name}: not a readable PREPARED.npz"):
-            pipeline.load_prepared(tmp_path / name)
+            load_prepared(tmp_path / name)
 
 
 def test_a_prepared_file_is_refused_as_raw_input(tmp_path):
@@ -196,6 +200,6 @@ def test_a_prepared_file_is_refused_as_raw_input(tmp_path):
     path = tmp_path / "prepared.npz"
     grid = np.linspace(3700.0, 8114.0, 2208)
     np.savez(path, wavelength=grid, flux=np.ones((2, 2208)), ivar=np.ones((2, 2208)), z=np.zeros(2),
-             format=np.array(pipeline.FORMAT))
+             format=np.array(PREPARED_FORMAT))
     with pytest.raises(DDMError, match="already on the rest-frame grid"):
         read_array_file(path)

@@ -11,7 +11,10 @@ import pytest
 import ddm_jax
 from ddm_jax import cli
 from ddm_jax.errors import DDMError
-from ddm_jax.prepare import pipeline, readers
+from ddm_jax.io.loaders.registry import expand_inputs, fits_layout, read_any, read_many
+from ddm_jax.io.loaders.sdss import read_sdss_fits
+from ddm_jax.io.outputs.prepared import load_prepared
+from ddm_jax.spectra.spectrum import validate
 from spectra_helpers import STRONG, ppxf_sdss_path
 
 fits = pytest.importorskip("astropy.io.fits", reason="the survey readers need astropy")
@@ -52,7 +55,7 @@ def _pixels(wavelength: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 @pytest.mark.parametrize("stem", sorted(DESI))
 def test_desi_coadd_one_merged_spectrum_per_target_with_the_redrock_redshift(stem):
-    (spectrum,) = readers.read_any(_coadd(stem))
+    (spectrum,) = read_any(_coadd(stem))
     assert spectrum.id == f"coadd-{stem}#{DESI[stem]}"
     assert spectrum.source == str(_coadd(stem))
     assert spectrum.z == _redrock_z(stem)
@@ -62,11 +65,11 @@ def test_desi_coadd_one_merged_spectrum_per_target_with_the_redrock_redshift(ste
     assert wl[0] == pytest.approx(3600.0) and wl[-1] == pytest.approx(9824.0)
     assert spectrum.flux.shape == spectrum.ivar.shape == spectrum.good.shape == wl.shape
     assert spectrum.good.all()  # these coadds have no flagged pixel
-    readers.validate(spectrum)  # what the resampler needs
+    validate(spectrum)  # what the resampler needs
 
 
 def test_desi_cameras_kept_outside_the_overlaps_and_inverse_variance_weighted_inside():
-    (spectrum,) = readers.read_any(_coadd(BRIGHT))
+    (spectrum,) = read_any(_coadd(BRIGHT))
     arms = _arms(_coadd(BRIGHT))
     wl = spectrum.wavelength
     covered = np.zeros(wl.size, int)
@@ -115,7 +118,7 @@ def _masked_coadd(folder: Path) -> Path:
 
 
 def test_desi_flagged_pixels_are_not_good_and_the_other_camera_fills_the_overlap(tmp_path):
-    (spectrum,) = readers.read_any(_masked_coadd(tmp_path))
+    (spectrum,) = read_any(_masked_coadd(tmp_path))
     arms = _arms(tmp_path / f"coadd-{BRIGHT}.fits")
     wl = spectrum.wavelength
     assert spectrum.z == _redrock_z(BRIGHT)
@@ -139,16 +142,16 @@ def test_desi_coadd_without_its_redrock_file_names_file_and_target_and_the_batch
     faint = "special-dark-27247"
     shutil.copy(_coadd(faint), paired)
     shutil.copy(REAL / f"redrock-{faint}.fits.gz", paired)
-    paths = readers.expand_inputs([alone, paired])
+    paths = expand_inputs([alone, paired])
     assert [p.name for p in paths] == [f"coadd-{BRIGHT}.fits.gz", f"coadd-{faint}.fits.gz"]  # redrock: companion
-    spectra, errors = readers.read_many(paths)
+    spectra, errors = read_many(paths)
     assert [s.id for s in spectra] == [f"coadd-{faint}#{DESI[faint]}"]
     assert len(errors) == 1
     assert errors[0].startswith(f"{alone / f'coadd-{BRIGHT}.fits.gz'} [coadd-{BRIGHT}#{DESI[BRIGHT]}]: no redshift")
     assert f"redrock-{BRIGHT}.fits" in errors[0] and "--z" in errors[0]
-    spectra, errors = readers.read_many(paths, z_override={f"coadd-{BRIGHT}#{DESI[BRIGHT]}": 0.5})
+    spectra, errors = read_many(paths, z_override={f"coadd-{BRIGHT}#{DESI[BRIGHT]}": 0.5})
     assert not errors and [s.z for s in spectra] == [0.5, _redrock_z(faint)]
-    spectra, errors = readers.read_many(paths, z_all=0.1)
+    spectra, errors = read_many(paths, z_all=0.1)
     assert not errors and [s.z for s in spectra] == [0.1, 0.1]
 
 
@@ -157,16 +160,16 @@ def test_desi_zbest_catalogue_and_zwarn(tmp_path):
     with fits.open(REAL / f"redrock-{BRIGHT}.fits.gz") as hdul:
         hdul["REDSHIFTS"].name = "ZBEST"  # the older production's name for the same table
         hdul.writeto(tmp_path / f"zbest-{BRIGHT}.fits")
-        assert readers.read_any(tmp_path / f"coadd-{BRIGHT}.fits.gz")[0].z == _redrock_z(BRIGHT)
+        assert read_any(tmp_path / f"coadd-{BRIGHT}.fits.gz")[0].z == _redrock_z(BRIGHT)
         hdul["ZBEST"].data["ZWARN"][:] = 4
         hdul.writeto(tmp_path / f"zbest-{BRIGHT}.fits", overwrite=True)
-    spectra, errors = readers.read_many([tmp_path / f"coadd-{BRIGHT}.fits.gz"])
+    spectra, errors = read_many([tmp_path / f"coadd-{BRIGHT}.fits.gz"])
     assert not spectra and len(errors) == 1 and "ZWARN=4" in errors[0] and "no redshift" in errors[0]
 
 
 def test_a_redrock_file_given_as_input_is_named_as_such():
     with pytest.raises(DDMError, match=r"redrock-.*: is a DESI redshift catalogue, not spectra"):
-        readers.read_any(REAL / f"redrock-{BRIGHT}.fits.gz")
+        read_any(REAL / f"redrock-{BRIGHT}.fits.gz")
 
 
 # --- MaNGA DAP test spectra -----------------------------------------------------------------------
@@ -174,7 +177,7 @@ def test_a_redrock_file_given_as_input_is_named_as_such():
 @pytest.mark.parametrize("stem", sorted(DAP_FILES))
 def test_manga_dap_test_spectra_one_per_row_with_their_redshifts(stem):
     path = REAL / f"{stem}.fits.gz"
-    spectra = readers.read_any(path)
+    spectra = read_any(path)
     assert [s.id for s in spectra] == [f"{stem}#{row}" for row in range(DAP_FILES[stem])]
     with fits.open(path) as hdul:
         z, wave, flux, mask = (hdul[k].data for k in ("Z", "WAVE", "FLUX", "MASK"))
@@ -188,10 +191,10 @@ def test_manga_dap_test_spectra_one_per_row_with_their_redshifts(stem):
 
 def test_manga_dap_test_spectra_in_a_batch_masked_row_named_redshift_overridable():
     paths = [REAL / f"{stem}.fits.gz" for stem in DAP_FILES]
-    spectra, errors = readers.read_many(paths)
+    spectra, errors = read_many(paths)
     assert len(spectra) == sum(DAP_FILES.values()) - 1
     assert errors == [f"{paths[0]} [MaNGA_test_spectra#{DAP_MASKED_ROW}]: every pixel is masked or has ivar 0"]
-    spectra, _ = readers.read_many(paths, z_override={"MaNGA_test_spectra#0": 0.2,
+    spectra, _ = read_many(paths, z_override={"MaNGA_test_spectra#0": 0.2,
                                                        "MaNGA_multicomp_test_spectra": 0.3})
     z = {s.id: s.z for s in spectra}
     assert z["MaNGA_test_spectra#0"] == 0.2 and z["MaNGA_test_spectra#1"] != 0.2
@@ -201,10 +204,10 @@ def test_manga_dap_test_spectra_in_a_batch_masked_row_named_redshift_overridable
 def test_content_not_name_decides_the_reader(tmp_path):
     renamed = tmp_path / "spectra.fits.gz"
     shutil.copy(REAL / "MaNGA_test_spectra.fits.gz", renamed)
-    assert len(readers.read_any(renamed)) == 8
+    assert len(read_any(renamed)) == 8
     desi = tmp_path / "mine.fits.gz"
     shutil.copy(_coadd(BRIGHT), desi)
-    (spectrum,) = readers.read_any(desi)
+    (spectrum,) = read_any(desi)
     assert spectrum.id == f"mine#{DESI[BRIGHT]}" and spectrum.z is None
     assert "only coadd-X.fits files are paired" in spectrum.z_note
 
@@ -259,7 +262,7 @@ def test_manga_cube_one_spectrum_per_spaxel_with_data_positions_and_wcs(tmp_path
     path = tmp_path / "manga-8485-1901-LOGCUBE.fits.gz"
     mask, ivar = _cube_masks()
     cube = write_cube(path, mask, ivar)
-    spectra = readers.read_any(path)
+    spectra = read_any(path)
     expected = [(i, j) for j in range(NY) for i in range(NX) if (i, j) not in ((0, 0), (4, 3))]
     assert [s.position for s in spectra] == expected
     assert [s.id for s in spectra] == [f"8485-1901#x{i}y{j}" for i, j in expected]
@@ -275,11 +278,11 @@ def test_manga_cube_one_spectrum_per_spaxel_with_data_positions_and_wcs(tmp_path
     (partly,) = [s for s in spectra if s.position == (2, 1)]
     assert partly.good.sum() == N_WAVE - 50
     # No redshift in a DRP cube: one line for the file, and a z-table row for the plateifu serves it.
-    spectra, errors = readers.read_many([path])
+    spectra, errors = read_many([path])
     assert not spectra and errors == [
         f"{path}: no redshift for any of its 18 spectra (8485-1901#x1y0, 8485-1901#x2y0, 8485-1901#x3y0, ...; "
         "give one with --z or --z-table, by spectrum id or by the part of the id before '#')"]
-    spectra, errors = readers.read_many([path], z_override={"8485-1901": 0.03, "8485-1901#x1y0": 0.031})
+    spectra, errors = read_many([path], z_override={"8485-1901": 0.03, "8485-1901#x1y0": 0.031})
     assert not errors and len(spectra) == 18
     assert {s.id: s.z for s in spectra}["8485-1901#x1y0"] == 0.031
     assert {s.z for s in spectra} == {0.03, 0.031}
@@ -288,7 +291,7 @@ def test_manga_cube_one_spectrum_per_spaxel_with_data_positions_and_wcs(tmp_path
 def test_manga_cube_name_from_the_header_when_the_file_is_renamed(tmp_path):
     path = tmp_path / "galaxy.fits"
     write_cube(path, np.zeros((N_WAVE, NY, NX), np.int32), plateifu="7443-12703")
-    assert readers.read_any(path)[0].id == "7443-12703#x0y0"
+    assert read_any(path)[0].id == "7443-12703#x0y0"
 
 
 def test_manga_rss_one_spectrum_per_row_with_data(tmp_path):
@@ -305,7 +308,7 @@ def test_manga_rss_one_spectrum_per_row_with_data(tmp_path):
                   fits.ImageHDU(mask, name="MASK"), fits.ImageHDU(WAVE, name="WAVE"),
                   fits.ImageHDU(np.zeros((n_rows, N_WAVE)), name="XPOS"),
                   fits.ImageHDU(np.zeros((n_rows, N_WAVE)), name="YPOS")]).writeto(path)
-    spectra = readers.read_any(path)
+    spectra = read_any(path)
     assert [s.id for s in spectra] == [f"8485-1901#f{k}" for k in (0, 1, 3, 4, 5)]
     assert [s.position for s in spectra] == [(k,) for k in (0, 1, 3, 4, 5)]
     assert spectra[2].good.all() and spectra[3].good.sum() == N_WAVE - 30
@@ -326,7 +329,7 @@ def test_bad_cubes_are_one_clear_error_each_and_the_batch_goes_on(tmp_path):
     unknown = tmp_path / "unknown.fits"
     fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros(3), name="FOO")]).writeto(unknown)
     paths = [good, masked, truncated, truncated_gz, unknown, REAL / "MaNGA_multicomp_test_spectra.fits.gz"]
-    spectra, errors = readers.read_many(paths, z_all=0.03)
+    spectra, errors = read_many(paths, z_all=0.03)
     assert len(spectra) == 18 + 3
     expected = {masked: "every spaxel is masked", truncated: "truncated FITS file",
                 truncated_gz: "truncated FITS file", unknown: "not a FITS layout ddm-jax reads (HDUs: PRIMARY, FOO)"}
@@ -340,10 +343,10 @@ def test_bad_cubes_are_one_clear_error_each_and_the_batch_goes_on(tmp_path):
 
 def test_sdss_spec_files_read_as_before():
     path = ppxf_sdss_path(STRONG)
-    (spectrum,) = readers.read_any(path)
-    direct = readers.read_sdss_fits(path)
+    (spectrum,) = read_any(path)
+    direct = read_sdss_fits(path)
     with fits.open(path) as hdul:
-        assert readers.fits_layout(hdul) == "sdss"
+        assert fits_layout(hdul) == "sdss"
         coadd = hdul["COADD"].data
         np.testing.assert_array_equal(spectrum.wavelength, 10.0 ** coadd["loglam"].astype(np.float64))
         np.testing.assert_array_equal(spectrum.good, coadd["and_mask"] == 0)
@@ -362,5 +365,5 @@ def test_the_committed_real_spectra_through_prepare(tmp_path, capsys):
     ids = {f"coadd-{stem}#{target}" for stem, target in DESI.items()}
     ids |= {f"{stem}#{row}" for stem, n in DAP_FILES.items() for row in range(n)}
     ids -= {f"MaNGA_test_spectra#{DAP_MASKED_ROW}"}
-    assert set(pipeline.load_prepared(out)["ids"]) == ids
+    assert set(load_prepared(out)["ids"]) == ids
     assert any(f"MaNGA_test_spectra#{DAP_MASKED_ROW}" in line and "every pixel is masked" in line for line in err)

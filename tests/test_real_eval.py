@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 
 from conftest import DATA, TINY_DDM_KERAS, TINY_REGRESSOR_KERAS
-from ddm_jax import bpt, real_eval
 from ddm_jax.cli import main
-from ddm_jax.constants import NII_HA, OIII_HB, SII_HA
+from ddm_jax.constants import LINE_NAMES, NII_HA, OIII_HB, SII_HA, SNR_MIN
 from ddm_jax.errors import DDMError
-from ddm_jax.prepare import lines, pipeline
+from ddm_jax.evaluation import real_eval
+from ddm_jax.io.outputs.prepared import load_prepared
+from ddm_jax.model import bpt
+from ddm_jax.schema import PREPARED_FORMAT
 
 COMMITTED = DATA / "real_eval.npz"
 WINDOW = slice(151, 1651)  # 4000 < lambda <= 7000 A on the grid, by hand (docs/model.md#input-grid)
@@ -25,13 +27,13 @@ def real_set():
 
 
 def _snr(real_set, name):
-    column = lines.LINE_NAMES.index(name)
+    column = LINE_NAMES.index(name)
     return real_set["line_flux"][:, column] / real_set["line_flux_err"][:, column]
 
 
 def test_the_committed_set_loads_and_is_a_prepared_file(real_set):
-    prepared = pipeline.load_prepared(COMMITTED)  # the reader `decompose` uses
-    assert prepared["format"] == pipeline.FORMAT
+    prepared = load_prepared(COMMITTED)  # the reader `decompose` uses
+    assert prepared["format"] == PREPARED_FORMAT
     assert real_set["flux"].shape == real_set["ivar"].shape == (N_SPECTRA, 2208)
     assert real_set["flux"].dtype == real_set["ivar"].dtype == np.float32
     assert real_set["measured_class"].dtype == np.int8
@@ -64,7 +66,7 @@ def test_fallback_selection_follows_its_rule(real_set):
     ungated = dict(real_set, passes_gate=np.zeros(N_SPECTRA, bool))
     sf, agn, rule = real_eval.select_parts(ungated)
     assert rule.startswith("fallback")
-    allowed = np.all([_snr(real_set, name) > lines.SNR_MIN for name in real_eval.BPT_LINES], axis=0)
+    allowed = np.all([_snr(real_set, name) > SNR_MIN for name in real_eval.BPT_LINES], axis=0)
     allowed &= ~real_set["broad_balmer"]
     np.testing.assert_array_equal(sf, np.flatnonzero(allowed & (real_set["measured_class"] == bpt.STAR_FORMING)))
     np.testing.assert_array_equal(agn, np.flatnonzero(allowed & (real_set["measured_class"] >= bpt.SEYFERT)))
@@ -160,7 +162,7 @@ def test_composite_metrics(real_set):
 
 
 def test_decompose_accepts_the_set(real_set, tmp_path):
-    from ddm_jax.checkpoint import convert_to_checkpoint
+    from ddm_jax.io.checkpoint import convert_to_checkpoint
 
     convert_to_checkpoint([TINY_DDM_KERAS, TINY_REGRESSOR_KERAS], tmp_path / "ckpt")
     np.save(tmp_path / "mass.npy", np.ones(N_SPECTRA, np.float32))

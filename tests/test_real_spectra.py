@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from ddm_jax.cli import main
-from ddm_jax.prepare import fit, lines, pipeline
+from ddm_jax.constants import LINE_NAMES
+from ddm_jax.io.outputs.prepared import load_prepared
+from ddm_jax.prepare import fit, lines
 from spectra_helpers import STRONG, WEAK, ppxf_sdss_path
 
 REAL = Path(__file__).resolve().parent.parent / "ddm_jax" / "data" / "real_spectra"
@@ -27,7 +29,7 @@ def prepared(tmp_path_factory):
     code = main(["prepare", str(REAL), str(ppxf_sdss_path(STRONG)), str(ppxf_sdss_path(WEAK)), "-o", str(out),
                  "--coverage", "fill", "--snr-policy", "warn", "--plot", str(plots)])
     assert code == 0
-    return pipeline.load_prepared(out), plots
+    return load_prepared(out), plots
 
 
 def _row(arrays, spectrum_id):
@@ -50,8 +52,8 @@ def test_no_negative_line_fluxes_and_widths_in_range(prepared):
 
 def test_emission_and_absorption_do_not_trade_places(prepared):
     arrays, _ = prepared
-    flux = dict(zip(lines.LINE_NAMES, arrays["line_flux"].T))
-    error = dict(zip(lines.LINE_NAMES, arrays["line_flux_err"].T))
+    flux = dict(zip(LINE_NAMES, arrays["line_flux"].T))
+    error = dict(zip(LINE_NAMES, arrays["line_flux_err"].T))
     strong = (flux["halpha"] / error["halpha"] > 8) & (flux["hbeta"] / error["hbeta"] > 8) & ~arrays["broad_balmer"]
     assert strong.sum() >= 6
     decrement = flux["halpha"][strong] / flux["hbeta"][strong]
@@ -62,7 +64,7 @@ def test_emission_and_absorption_do_not_trade_places(prepared):
 
 def test_strong_lines_find_their_velocity_and_edges_are_flagged(prepared):
     arrays, _ = prepared
-    halpha_snr = arrays["line_snr"][:, lines.LINE_NAMES.index("halpha")]
+    halpha_snr = arrays["line_snr"][:, LINE_NAMES.index("halpha")]
     strong = halpha_snr > STRONG_SNR
     assert strong.sum() >= 6
     assert np.all(np.abs(arrays["line_velocity"][strong]) < 300.0)

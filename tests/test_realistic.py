@@ -5,10 +5,11 @@ import jax
 import numpy as np
 import pytest
 
-from ddm_jax import bpt, realistic
 from ddm_jax.constants import LINE_QUANTITIES, N_BINS, NII_HA, OIII_HB, SII_HA, norm_window_slice
-from ddm_jax.input_pipeline import realistic_library
+from ddm_jax.model import bpt
 from ddm_jax.prepare.pipeline import measure
+from ddm_jax.training import realistic
+from ddm_jax.training.input_pipeline import realistic_library
 
 N = 256
 WINDOW = norm_window_slice()

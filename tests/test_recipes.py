@@ -7,15 +7,17 @@ import json
 import numpy as np
 import pytest
 
-from ddm_jax import bpt, recipes
-from ddm_jax.checkpoint import load_trust, read_metadata
 from ddm_jax.cli import main
 from ddm_jax.constants import OIII_HB, SII_HA
-from ddm_jax.demo import bundled
-from ddm_jax.evaluate import TARGETS, evaluate, evaluate_checkpoint
-from ddm_jax.inference import Decomposer
-from ddm_jax.real_eval import DEFAULT_FILE, load_real_set
-from ddm_jax.trust import TRUST_KEYS
+from ddm_jax.evaluation.demo import bundled
+from ddm_jax.evaluation.evaluate import TARGETS, evaluate, evaluate_checkpoint
+from ddm_jax.evaluation.real_eval import DEFAULT_FILE, load_real_set
+from ddm_jax.inference.decomposer import Decomposer
+from ddm_jax.io.checkpoint import load_trust, read_metadata
+from ddm_jax.model import bpt
+from ddm_jax.schema import TRUST_KEYS
+from ddm_jax.training.recipes import RECIPES
+from ddm_jax.training.workflow import fingerprint, make_library
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -59,7 +61,7 @@ def test_evaluate_writes_metrics_figure_and_targets(trained, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "synthetic" in printed and "real" in printed and "targets:" in printed
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert metrics["recipe"] == "tiny" and metrics["synthetic"]["n"] == recipes.RECIPES["tiny"].held_out_size
+    assert metrics["recipe"] == "tiny" and metrics["synthetic"]["n"] == RECIPES["tiny"].held_out_size
     assert metrics["real_spectra"]["n"] == len(load_real_set()["ids"])
     assert {row["metric"] for row in metrics["targets"]} == set(TARGETS["trust"])  # tiny has no science targets
     assert (tmp_path / "eval" / "evaluation.png").read_bytes()[:8] == PNG_SIGNATURE
@@ -69,7 +71,7 @@ def test_evaluate_writes_metrics_figure_and_targets(trained, tmp_path, capsys):
 
 def test_evaluate_agrees_with_a_direct_computation(trained):
     """The real-composite MAE that `evaluate` reports is the mean |sf_fraction - w| of decompose."""
-    from ddm_jax.real_eval import real_composites
+    from ddm_jax.evaluation.real_eval import real_composites
 
     decomposer = Decomposer.from_checkpoint(trained / "model")
     held_out = dict(np.load(trained / "held_out.npz"))
@@ -95,14 +97,14 @@ def test_a_recipe_fixes_its_options(tmp_path, capsys):
 
 
 def test_fingerprint_follows_the_data():
-    tiny = recipes.RECIPES["tiny"]
-    assert recipes.fingerprint(tiny, 300.0) != recipes.fingerprint(dataclasses.replace(tiny, data="formula"), 300.0)
-    assert recipes.fingerprint(tiny, 300.0) != recipes.fingerprint(tiny, 301.0)
+    tiny = RECIPES["tiny"]
+    assert fingerprint(tiny, 300.0) != fingerprint(dataclasses.replace(tiny, data="formula"), 300.0)
+    assert fingerprint(tiny, 300.0) != fingerprint(tiny, 301.0)
 
 
 def test_library_splits_are_disjoint_and_mix_the_agn_kinds():
-    recipe = dataclasses.replace(recipes.RECIPES["tiny"], library_size=32, held_out_size=16)
-    train, held_out, calibration = recipes.make_library(recipe)
+    recipe = dataclasses.replace(RECIPES["tiny"], library_size=32, held_out_size=16)
+    train, held_out, calibration = make_library(recipe)
     assert train.sf.shape[0] == 32 and held_out.sf.shape[0] == calibration.sf.shape[0] == 16
     rows = np.concatenate([np.asarray(part.agn) for part in (train, held_out, calibration)])
     assert len(np.unique(rows[:, 500])) == len(rows)
@@ -113,6 +115,6 @@ def test_library_splits_are_disjoint_and_mix_the_agn_kinds():
 
 
 def test_evaluate_checkpoint_of_another_recipe_uses_that_held_out_set(trained, tmp_path, monkeypatch):
-    monkeypatch.setitem(recipes.RECIPES, "tiny-other", dataclasses.replace(recipes.RECIPES["tiny"], held_out_size=8))
+    monkeypatch.setitem(RECIPES, "tiny-other", dataclasses.replace(RECIPES["tiny"], held_out_size=8))
     metrics = evaluate_checkpoint(trained / "model", tmp_path / "eval", recipe="tiny-other")
     assert metrics["synthetic"]["n"] == 8 and metrics["recipe"] == "tiny-other"

@@ -14,7 +14,7 @@ import pytest
 from conftest import TINY_DDM_KERAS, TINY_REGRESSOR_KERAS, random_spectra
 from ddm_jax.constants import N_BINS, wavelength_grid
 from ddm_jax.errors import DDMError
-from ddm_jax.report import DENSITY_THRESHOLD, SHIFT_SAMPLE, default_report_path, render_report, write_report
+from ddm_jax.report.html import DENSITY_THRESHOLD, SHIFT_SAMPLE, default_report_path, render_report, write_report
 
 COUNT, BATCH = 10, 8
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -25,10 +25,11 @@ CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory):
     """The tiny network's decompose outputs of COUNT spectra: an OUT.npz, an output folder and a FITS catalogue."""
-    from ddm_jax.catalog import open_output, write_fits
-    from ddm_jax.checkpoint import convert_to_checkpoint
-    from ddm_jax.inference import Decomposer
-    from ddm_jax.streaming import decompose_files
+    from ddm_jax.inference.decomposer import Decomposer
+    from ddm_jax.inference.streaming import decompose_files
+    from ddm_jax.io.checkpoint import convert_to_checkpoint
+    from ddm_jax.io.outputs.files import open_output
+    from ddm_jax.io.outputs.fits_writer import write_fits
 
     root = tmp_path_factory.mktemp("report")
     convert_to_checkpoint([TINY_DDM_KERAS, TINY_REGRESSOR_KERAS], root / "ckpt")

@@ -4,7 +4,8 @@ import copy
 
 import numpy as np
 
-from ddm_jax.prepare import readers, resample
+from ddm_jax.io.loaders.sdss import read_sdss_fits
+from ddm_jax.spectra import resample
 from spectra_helpers import STRONG, ppxf_sdss_path, rest_density, sdss_like
 
 # float32 sums over ~2200 bins (the total rounds at ~1e-7 of itself; measured 4e-7).
@@ -24,7 +25,7 @@ def _rebin(spectra):
 
 
 def _real_all_good():
-    spectrum = readers.read_sdss_fits(ppxf_sdss_path(STRONG))
+    spectrum = read_sdss_fits(ppxf_sdss_path(STRONG))
     spectrum.good[:] = True  # conservation is a statement about the unmasked box model
     return spectrum
 
@@ -93,7 +94,7 @@ def test_masked_pixels_neither_leak_nor_vanish():
 
 
 def test_uncovered_bins_reported_and_filled_from_the_edge():
-    spectrum = readers.read_sdss_fits(ppxf_sdss_path(STRONG))
+    spectrum = read_sdss_fits(ppxf_sdss_path(STRONG))
     flux, ivar, mask = _rebin([spectrum])
     edges = resample.pixel_edges(spectrum.wavelength) / (1 + spectrum.z)
     grid = resample.grid_edges()
@@ -108,8 +109,8 @@ def test_uncovered_bins_reported_and_filled_from_the_edge():
 
 
 def test_padding_and_batching_do_not_change_a_spectrum():
-    long = readers.read_sdss_fits(ppxf_sdss_path(STRONG))
-    short = readers.read_sdss_fits(ppxf_sdss_path(STRONG))
+    long = read_sdss_fits(ppxf_sdss_path(STRONG))
+    short = read_sdss_fits(ppxf_sdss_path(STRONG))
     for key in ("wavelength", "flux", "ivar", "good"):
         setattr(short, key, getattr(short, key)[300:2300])
     together = _rebin([long, short])

@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 
 from conftest import TINY_DDM_KERAS, TINY_REGRESSOR_KERAS
-from ddm_jax import catalog
 from ddm_jax.cli import main
-from ddm_jax.demo import bundled
 from ddm_jax.errors import DDMError
-from ddm_jax.inference import Decomposer
-from ddm_jax.preprocess import normalize_batch
+from ddm_jax.evaluation.demo import bundled
+from ddm_jax.inference.decomposer import Decomposer
+from ddm_jax.io.outputs.files import read_arrays
+from ddm_jax.io.outputs.table import catalog_table
+from ddm_jax.model.preprocess import normalize_batch
 
 specutils = pytest.importorskip("specutils", reason="the Spectrum API needs specutils: pip install ddm-jax[specutils]")
 u = pytest.importorskip("astropy.units")
@@ -74,7 +75,7 @@ def test_parts_are_spectra_and_numbers_a_table(decomposer, example, tmp_path):
     assert isinstance(result.table, Table) and len(result.table) == flux.shape[0]
     np.testing.assert_array_equal(result.table["sf_fraction"], result.arrays["sf_fraction"])
     np.testing.assert_array_equal(result.table["agn_log_nii_ha"], result.arrays["line_ratios"][:, 2, 0])
-    assert result.table.colnames == catalog.catalog_table(result.arrays).colnames
+    assert result.table.colnames == catalog_table(result.arrays).colnames
     result.write(tmp_path / "out.fits")  # the table is the one a FITS reader sees
     assert result.table.colnames == Table.read(tmp_path / "out.fits").colnames
 
@@ -153,7 +154,7 @@ def test_result_writes_a_fits_catalogue(decomposer, example, tmp_path):
     flux, mass = example
     result = decomposer(specutils.Spectrum(flux=flux * F_LAMBDA, spectral_axis=decomposer.wavelength * u.AA), mass)
     result.write(tmp_path / "out.fits")
-    back = catalog.read_arrays(tmp_path / "out.fits")
+    back = read_arrays(tmp_path / "out.fits")
     np.testing.assert_array_equal(back["sf_spectrum"], result.arrays["sf_spectrum"])
     assert Table.read(tmp_path / "out.fits").colnames == result.table.colnames
 

@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 
 from conftest import TINY_DDM_KERAS, TINY_REGRESSOR_KERAS, random_spectra
-from ddm_jax.catalog import read_arrays
 from ddm_jax.cli import main
 from ddm_jax.errors import DDMError
-from ddm_jax.inference import OUTPUT_KEYS, Decomposer
-from ddm_jax.io import RowSource
+from ddm_jax.inference.decomposer import Decomposer
+from ddm_jax.inference.streaming import decompose_to_folder, share_range
+from ddm_jax.io.outputs.files import read_arrays
+from ddm_jax.io.safe import RowSource
 from ddm_jax.progress import Progress
-from ddm_jax.streaming import decompose_to_folder, share_range
+from ddm_jax.schema import OUTPUT_KEYS
 
 COUNT, BATCH = 90, 16  # six chunks, the last one short
 
@@ -166,7 +167,7 @@ def test_two_processes_on_disjoint_shares_then_merge(job, tmp_path):
     assert main(["merge", str(shares[0]), str(shares[1]), "-o", str(tmp_path / "merged.fits")]) == 0
     assert_same(read_arrays(tmp_path / "merged.fits"), reference)
     with pytest.raises(DDMError, match="a share is missing"):
-        from ddm_jax.streaming import merge_folders
+        from ddm_jax.inference.streaming import merge_folders
 
         merge_folders([shares[0]], tmp_path / "incomplete")
 

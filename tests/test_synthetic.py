@@ -6,7 +6,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ddm_jax import bpt, synthetic
 from ddm_jax.constants import (
     EMISSION_LINES,
     LINE_QUANTITIES,
@@ -17,6 +16,8 @@ from ddm_jax.constants import (
     norm_window_slice,
     wavelength_grid,
 )
+from ddm_jax.model import bpt
+from ddm_jax.training import synthetic
 
 WAVELENGTH = wavelength_grid().astype(np.float64)
 WINDOW = norm_window_slice()

@@ -5,10 +5,10 @@ wavelengths), and `select`, `mix`, `load_templates`."""
 import numpy as np
 import pytest
 
-from ddm_jax import templates as templates_module
+from ddm_jax.astro import templates as templates_module
+from ddm_jax.astro.templates import TemplateSet, load_templates, mix
 from ddm_jax.constants import SPEED_OF_LIGHT_KMS
 from ddm_jax.errors import DDMError
-from ddm_jax.templates import TemplateSet, load_templates, mix
 
 AGES_GYR = [0.005, 0.025, 0.101, 0.286, 0.640, 0.904, 1.434, 2.5, 5.0, 10.0]
 METALLICITIES = [0.004, 0.008, 0.02, 0.05]

@@ -4,7 +4,7 @@ import pytest
 
 from conftest import assert_parity, keras_reference, random_spectra, torch_reference
 from ddm_jax.config import DDMConfig, RegressorConfig
-from ddm_jax.models import DDM, LineRatioRegressor
+from ddm_jax.model.models import DDM, LineRatioRegressor
 from ddm_jax_convert import convert_file
 
 DDM_OUTPUTS = ("sf_spectrum", "agn_spectrum", "p_sf", "p_agn", "p_total")

@@ -15,20 +15,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ddm_jax.checkpoint import save_checkpoint
 from ddm_jax.cli import main
 from ddm_jax.config import NETWORKS, DDMConfig, OptimizerConfig, RegressorConfig, TrainConfig, config_to_dict
 from ddm_jax.constants import N_BINS
 from ddm_jax.errors import DDMError
-from ddm_jax.input_pipeline import (
-    MAKE_BATCH,
-    library_from_arrays,
-    load_library,
-    synthetic_library,
-)
-from ddm_jax.models import DDM, fresh_params
-from ddm_jax.train import train, train_networks
-from ddm_jax.train_step import MODELS, evaluate, step_keys
+from ddm_jax.io.checkpoint import save_checkpoint
+from ddm_jax.model.models import DDM, fresh_params
+from ddm_jax.training.input_pipeline import MAKE_BATCH, library_from_arrays, load_library, synthetic_library
+from ddm_jax.training.train import train, train_networks
+from ddm_jax.training.train_step import MODELS, evaluate, step_keys
 
 TINY = (DDMConfig.tiny(), RegressorConfig.tiny())
 MODEL_CONFIGS = dict(zip(NETWORKS, TINY))

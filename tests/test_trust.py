@@ -7,17 +7,22 @@ import jax
 import numpy as np
 import pytest
 
-from ddm_jax import checkpoint as checkpoint_module
-from ddm_jax import ood, trust
-from ddm_jax.checkpoint import attach_trust, load_trust, save_checkpoint
 from ddm_jax.cli import main
 from ddm_jax.config import DDMConfig, RegressorConfig, config_to_dict
 from ddm_jax.constants import N_BINS, norm_window_slice
 from ddm_jax.errors import DDMError
-from ddm_jax.inference import OUTPUT_KEYS, TRUST_KEYS, Decomposer, ddm_views
-from ddm_jax.input_pipeline import synthetic_library
-from ddm_jax.models import DDM, LineRatioRegressor, fresh_params
-from ddm_jax.prepare.pipeline import REQUIRED_KEYS
+from ddm_jax.evaluation import ood
+from ddm_jax.inference import TRUST_KEYS
+from ddm_jax.inference.decomposer import Decomposer
+from ddm_jax.io import checkpoint as checkpoint_module
+from ddm_jax.io.checkpoint import attach_trust, load_trust, save_checkpoint
+from ddm_jax.model.forward import ddm_views
+from ddm_jax.model.models import DDM, LineRatioRegressor, fresh_params
+from ddm_jax.model.scoring import TrustCalibration, score, scoring_arrays
+from ddm_jax.schema import OUTPUT_KEYS
+from ddm_jax.schema import PREPARED_KEYS as REQUIRED_KEYS
+from ddm_jax.training.calibrate import calibrate_from_library, library_composites
+from ddm_jax.training.input_pipeline import synthetic_library
 
 TINY = (DDMConfig.tiny(), RegressorConfig.tiny())
 METADATA = {"ddm_config": config_to_dict(TINY[0]), "regressor_config": config_to_dict(TINY[1])}
@@ -44,14 +49,14 @@ def _ivar_like(spectra):
 @pytest.fixture(scope="module")
 def calibration(params, library):
     """Without ivar: `trusted` is the ood_score test alone, whose false-alarm rate is 1 - QUANTILE."""
-    return trust.calibrate_from_library(params[0], TINY[0], library, CALIBRATION_SPECTRA, seed=1, quantile=QUANTILE,
+    return calibrate_from_library(params[0], TINY[0], library, CALIBRATION_SPECTRA, seed=1, quantile=QUANTILE,
                                         components=8)
 
 
 @pytest.fixture(scope="module")
 def spectra(library):
     with_ivar = library._replace(sf_ivar=_ivar_like(library.sf), agn_ivar=_ivar_like(library.agn))
-    flux, mass, ivar = trust.library_composites(with_ivar, 20, seed=9, mass_range=(0.5, 2.0))
+    flux, mass, ivar = library_composites(with_ivar, 20, seed=9, mass_range=(0.5, 2.0))
     ivar[:, ::7] = 0.0  # bins without data are left out of chi2
     return 3.0 * flux, mass, ivar / 9.0  # any flux scale: ivar scales with it
 
@@ -103,11 +108,11 @@ def test_scoring_jit_matches_disable_jit(params, calibration, spectra):
     flux, mass, ivar = spectra
     views = ddm_views(params[0], flux, mass, ivar, ddm=DDM(TINY[0]))
     x, features, residual, finite, ivar_n = (np.asarray(v) for v in views)
-    arrays = trust.scoring_arrays(calibration)
+    arrays = scoring_arrays(calibration)
     for with_ivar in (None, ivar_n):
-        jitted = jax.jit(trust.score)(arrays, x, features, residual, finite, with_ivar)
+        jitted = jax.jit(score)(arrays, x, features, residual, finite, with_ivar)
         with jax.disable_jit():
-            eager = trust.score(arrays, x, features, residual, finite, with_ivar)
+            eager = score(arrays, x, features, residual, finite, with_ivar)
         for key in TRUST_KEYS:
             np.testing.assert_allclose(np.asarray(jitted[key], float), np.asarray(eager[key], float), rtol=1e-5)
 
@@ -120,7 +125,7 @@ def test_thresholds_are_quantiles_and_far_outliers_score_higher(params, calibrat
     assert np.isnan(calibration.chi2_threshold)
     decomposer = Decomposer(*params, *TINY, trust=calibration)
     sky, _ = ood.sky(32, seed=2)
-    in_domain = decomposer(*trust.library_composites(library, 64, seed=5)[:2])["ood_score"]
+    in_domain = decomposer(*library_composites(library, 64, seed=5)[:2])["ood_score"]
     outside = decomposer(sky, np.ones(len(sky)))["ood_score"]
     assert np.median(outside) > max(np.max(in_domain), float(calibration.ood_threshold))
 
@@ -136,7 +141,7 @@ def test_ood_kinds_are_unit_median_spectra_with_ivar(library):
 def test_round_trip_through_the_checkpoint_is_exact(tmp_path, params, calibration):
     _checkpoint(tmp_path / "ckpt", params, calibration)
     loaded = load_trust(tmp_path / "ckpt", params[0])
-    for name in trust.TrustCalibration._fields:
+    for name in TrustCalibration._fields:
         a, b = np.asarray(getattr(calibration, name)), getattr(loaded, name)
         assert a.dtype == b.dtype and a.shape == b.shape, name
         np.testing.assert_array_equal(a, b, err_msg=name)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ddm_jax.trust import DEFAULT_COMPONENTS, DEFAULT_QUANTILE, DEFAULT_SAMPLES
+from ddm_jax.training.calibrate import DEFAULT_COMPONENTS, DEFAULT_QUANTILE, DEFAULT_SAMPLES
 
 
 def add_parser(subparsers) -> None:
@@ -29,7 +29,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ddm_jax.trust import calibrate_checkpoint
+    from ddm_jax.training.calibrate import calibrate_checkpoint
 
     calibration = calibrate_checkpoint(args.checkpoint, args.library, args.samples, args.seed,
                                        quantile=args.quantile, components=args.components, mass_range=tuple(args.mass))

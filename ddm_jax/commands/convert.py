@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ddm_jax.checkpoint import DEFAULT_CHECKPOINT
 from ddm_jax.config import PRESETS
+from ddm_jax.io.checkpoint import DEFAULT_CHECKPOINT
 
 
 def add_parser(subparsers) -> None:
@@ -23,7 +23,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ddm_jax.checkpoint import convert_to_checkpoint
+    from ddm_jax.io.checkpoint import convert_to_checkpoint
 
     ddm, regressor = convert_to_checkpoint(args.weight_files, args.output, args.config, args.overwrite)
     for item in (ddm, regressor):

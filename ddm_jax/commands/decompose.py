@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ddm_jax.bpt import SCHEMES
-from ddm_jax.checkpoint import DEFAULT_CHECKPOINT
-from ddm_jax.inference import DEFAULT_BATCH_SIZE
+from ddm_jax.inference.decomposer import DEFAULT_BATCH_SIZE
+from ddm_jax.io.checkpoint import DEFAULT_CHECKPOINT
+from ddm_jax.model.bpt import SCHEMES
 
 
 def add_parser(subparsers) -> None:
@@ -52,9 +52,9 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     import jax
 
-    from ddm_jax.inference import Decomposer
+    from ddm_jax.inference.decomposer import Decomposer
+    from ddm_jax.inference.streaming import decompose_files
     from ddm_jax.progress import Progress
-    from ddm_jax.streaming import decompose_files
 
     share = (0, 1)
     if args.distributed:

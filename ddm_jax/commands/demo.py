@@ -32,7 +32,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ddm_jax.demo import run_demo, summary
+    from ddm_jax.evaluation.demo import run_demo, summary
 
     given = {"budget_seconds": args.budget_seconds, "cache": args.cache, "recipe": args.recipe}
     metrics = run_demo(args.output, progress=not args.quiet, **{k: v for k, v in given.items() if v is not None})

@@ -19,7 +19,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ddm_jax.evaluate import evaluate_checkpoint, summary
+    from ddm_jax.evaluation.evaluate import evaluate_checkpoint, summary
 
     metrics = evaluate_checkpoint(args.checkpoint, args.output, args.recipe)
     print(summary(metrics))

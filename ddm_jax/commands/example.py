@@ -16,7 +16,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ddm_jax.demo import RANDOM_WEIGHTS_NOTICE, run_example
+    from ddm_jax.evaluation.demo import RANDOM_WEIGHTS_NOTICE, run_example
 
     print(RANDOM_WEIGHTS_NOTICE)
     print(run_example(args.output))

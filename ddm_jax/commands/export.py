@@ -16,7 +16,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ddm_jax.catalog import export
+    from ddm_jax.io.outputs.files import export
 
     print(f"exported {args.output_in} -> {export(args.output_in, args.output)}")
     return 0

@@ -15,7 +15,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ddm_jax.streaming import merge_folders
+    from ddm_jax.inference.streaming import merge_folders
 
     print(f"merged {len(args.parts)} shares -> {merge_folders(args.parts, args.output)}")
     return 0

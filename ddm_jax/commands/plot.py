@@ -19,7 +19,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ddm_jax.plotting import load_decomposition, plot_decomposition
+    from ddm_jax.report.plotting import load_decomposition, plot_decomposition
 
     source = Path(args.decomposition)
     output_dir = Path(args.output_dir) if args.output_dir else source.with_name(f"{source.stem}_figures")

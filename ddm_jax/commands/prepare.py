@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ddm_jax import bpt
+from ddm_jax.model import bpt
 from ddm_jax.prepare import pipeline
+from ddm_jax.spectra.resample import COVERAGE_POLICIES
 
 
 def add_parser(subparsers) -> None:
@@ -21,7 +22,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="files or directories")
     parser.add_argument("-o", "--output", required=True, metavar="PREPARED.npz",
                         help="PREPARED.npz, or PREPARED.fits: a FITS catalogue with provenance (docs/fits.md)")
-    parser.add_argument("--coverage", choices=pipeline.COVERAGE_POLICIES, default="refuse",
+    parser.add_argument("--coverage", choices=COVERAGE_POLICIES, default="refuse",
                         help="spectra not covering all of 3700-8114 A rest frame: skip them (refuse, "
                              "the default) or fill the missing bins, flagged in `mask` (fill)")
     parser.add_argument("--snr-policy", choices=pipeline.SNR_POLICIES, default="skip",

@@ -21,7 +21,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ddm_jax.report import write_report
+    from ddm_jax.report.html import write_report
 
     print(write_report(args.decomposition, args.output, n_spectra=args.spectra, title=args.title))
     return 0

@@ -85,7 +85,7 @@ def _train_configs(args) -> dict:
 
 
 def run_recipe(args) -> int:
-    from ddm_jax.recipes import train_recipe
+    from ddm_jax.training.workflow import train_recipe
 
     given = _given(args, [name for name in args.option_defaults if name not in RECIPE_OPTIONS])
     if given:
@@ -99,13 +99,13 @@ def run_recipe(args) -> int:
 
 
 def run(args) -> int:
-    from ddm_jax.input_pipeline import load_library, synthetic_library
+    from ddm_jax.training.input_pipeline import load_library, synthetic_library
 
     if args.recipe:
         return run_recipe(args)
     if args.budget_seconds is not None:
         raise DDMError("--budget-seconds applies to --recipe; without one, --max-seconds bounds the training")
-    from ddm_jax.train import export_checkpoint, train_networks
+    from ddm_jax.training.train import export_checkpoint, train_networks
 
     configs = _train_configs(args)
     seed = next(iter(configs.values())).seed

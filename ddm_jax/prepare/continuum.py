@@ -27,8 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ddm_jax.astro.templates import TemplateSet, load_templates
 from ddm_jax.constants import SPEED_OF_LIGHT_KMS, WAVELENGTH_STEP, wavelength_grid
-from ddm_jax.templates import TemplateSet, load_templates
 
 INSTRUMENT_SIGMA_KMS = 69.0  # SDSS / MaNGA spectrographs at ~5500 A (R ~ 1800-2000)
 REFERENCE_WAVELENGTH = 5500.0  # where the templates' and the bins' widths are taken in km/s

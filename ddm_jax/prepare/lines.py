@@ -25,19 +25,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddm_jax import bpt
-from ddm_jax.constants import EMISSION_LINES, SPEED_OF_LIGHT_KMS, binned_gaussian, wavelength_grid
+from ddm_jax.constants import (
+    EMISSION_LINES,
+    LINE_NAMES,
+    REQUIRED_LINES,
+    SNR_MIN,
+    SPEED_OF_LIGHT_KMS,
+    binned_gaussian,
+    wavelength_grid,
+)
+from ddm_jax.model import bpt
 
-# The lines measured and reported, in output order.
-LINE_NAMES = ("hbeta", "oiii_5007", "oi_6300", "halpha", "nii_6548", "nii_6584", "sii_6717", "sii_6731")
 LINES = {name: EMISSION_LINES[name] for name in LINE_NAMES}
+
+
 # Fitted so that it does not bias the baseline, not reported.
 EXTRA_LINES = {"oiii_4959": EMISSION_LINES["oiii_4959"]}
-# The DDM was trained only on spectra with S/N > 8 in each of these (docs/model.md#training).
-REQUIRED_LINES = ("halpha", "hbeta", "oiii_5007", "nii_6584", "sii_6717", "sii_6731")
-SNR_MIN = 8.0
+
 
 WINDOWS = ((4800.0, 5060.0), (6250.0, 6340.0), (6470.0, 6790.0))  # rest frame, Angstrom
+
 
 # Grid search: velocity shift (km/s) relative to the given z, and velocity dispersion (km/s)
 # of the observed narrow lines (intrinsic and instrumental together). The first level has
@@ -45,23 +52,51 @@ WINDOWS = ((4800.0, 5060.0), (6250.0, 6340.0), (6470.0, 6790.0))  # rest frame, 
 # catalogue redshift; the margin keeps the edge, which is flagged, beyond +-1000 km/s), and
 # 7 widths; two zooms of 11 x 11 points one step either side refine it (to 4 km/s).
 VELOCITY_RANGE = (-1200.0, 1200.0)
+
+
 SIGMA_RANGE = (30.0, 600.0)
+
+
 COARSE_POINTS = (25, 7)
+
+
 ZOOM_POINTS = 11
+
+
 ZOOM_LEVELS = 2
+
+
 NONNEGATIVE_ROUNDS = 3  # drop the lines fitted negative and solve again, this many times
+
 
 # Broad Balmer test: FWHM 2800-7000 km/s, the broad-line region of type-1 AGN.
 BROAD_SIGMAS = (1200.0, 2000.0, 3000.0)
+
+
 BROAD_SNR_MIN = 10.0
+
+
 BROAD_DELTA_CHI2_MIN = 100.0
 
+
 _GRID = wavelength_grid().astype(np.float64)
+
+
 _IDX = np.flatnonzero(np.any([(_GRID >= a) & (_GRID <= b) for a, b in WINDOWS], axis=0))
+
+
 _X = _GRID[_IDX]
+
+
 _WINDOW_OF = np.array([next(k for k, (a, b) in enumerate(WINDOWS) if a <= x <= b) for x in _X])
+
+
 _EMISSION = np.array([*LINES.values(), *EXTRA_LINES.values()])
+
+
 _N_EMISSION = len(_EMISSION)
+
+
 _BROAD = np.array([LINES["hbeta"], LINES["halpha"]])
 
 
@@ -75,6 +110,8 @@ def _baseline_columns():
 
 
 _BASELINE = _baseline_columns()
+
+
 _N_PARAMS = _N_EMISSION + _BASELINE.shape[1]
 
 
@@ -257,4 +294,3 @@ def meets_snr(line_snr):
     """True where every REQUIRED_LINES S/N exceeds SNR_MIN (NaN fails). (..., 8) -> (...)."""
     cols = jnp.asarray([LINE_NAMES.index(name) for name in REQUIRED_LINES])
     return jnp.all(line_snr[..., cols] > SNR_MIN, axis=-1)
-

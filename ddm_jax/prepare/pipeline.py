@@ -27,57 +27,34 @@ PREPARED.npz holds, for B spectra (order of the inputs, bad ones left out):
                                  bool: a fit within one step of the edge of its search
   broad_flux, broad_flux_err, broad_delta_chi2 (B,) float32   the broad-Halpha test
   template_weights (B, N) float32   the continuum's template weights (ddm_jax.templates order)
-  format () str                  FORMAT
+  format () str                  PREPARED_FORMAT
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from ddm_jax import catalog
 from ddm_jax.batching import map_padded
-from ddm_jax.catalog import is_fits_name, provenance_now, read_arrays, write_output
-from ddm_jax.constants import N_BINS, wavelength_grid
+from ddm_jax.constants import LINE_NAMES, REQUIRED_LINES, SNR_MIN, wavelength_grid
 from ddm_jax.errors import DDMError
-from ddm_jax.io import load_npz
-from ddm_jax.prepare import fit, lines, readers, resample
+from ddm_jax.io.loaders.arrays import read_z_table
+from ddm_jax.io.loaders.registry import ARRAY_SUFFIXES, FITS_SUFFIXES, expand_inputs, read_many
+from ddm_jax.io.outputs.base import provenance_now
+from ddm_jax.io.outputs.prepared import write_prepared
+from ddm_jax.prepare import fit, lines
 from ddm_jax.progress import log as log_line
+from ddm_jax.schema import PREPARED_FORMAT, SHARED_KEYS
+from ddm_jax.spectra.resample import COVERAGE_POLICIES, MAX_CHUNK, _padded_size, coverage_message, rebin_spectra
+from ddm_jax.spectra.spectrum import Spectrum, describe
 
-FORMAT = "ddm-jax-prepared/2"
-COVERAGE_POLICIES = ("refuse", "fill")
 SNR_POLICIES = ("skip", "warn")
-# Spectra per compiled batch: bounds memory. Batches are padded to a power of two between
-# MIN_CHUNK and MAX_CHUNK, so that only a handful of shapes are ever compiled (the fit takes
-# seconds to compile).
-MIN_CHUNK, MAX_CHUNK = 32, 256
+
+
 # PREPARED keys that are not per spectrum (all others have one row per spectrum).
-SHARED_KEYS = catalog.SHARED_KEYS
-REQUIRED_KEYS = (
-    "flux", "ivar", "mask", "wavelength", "z", "ids", "line_names", "line_flux", "line_flux_err",
-    "line_snr", "meets_snr", "line_fit_ok", "broad_balmer", "passes_gate", "log_nii_ha", "log_oiii_hb",
-    "log_sii_ha", "log_oi_ha", "position",
-)
-
-
-def _padded_size(n: int) -> int:
-    return min(max(1 << max(n - 1, 0).bit_length(), MIN_CHUNK), MAX_CHUNK)
-
-
-def rebin_spectra(spectra: list[readers.Spectrum]) -> dict[str, np.ndarray]:
-    """Rest-frame flux, ivar, mask (B, 2208) for validated spectra, in batches."""
-    def rebin(index):  # padding repeats the last index: a batch of whole spectra
-        batch = resample.pad_batch([spectra[i] for i in index])
-        out = resample.rebin_batch(*(batch[k] for k in ("edges", "flux", "ivar", "good", "z")),
-                                   max_pixels=batch["max_pixels"])
-        return dict(zip(("flux", "ivar", "mask"), out))
-
-    return map_padded(rebin, (np.arange(len(spectra)),), MAX_CHUNK, _padded_size)
 
 
 def measure(flux: np.ndarray, ivar: np.ndarray, scheme: str = "standard") -> dict[str, np.ndarray]:
@@ -99,22 +76,14 @@ def measure(flux: np.ndarray, ivar: np.ndarray, scheme: str = "standard") -> dic
     return result
 
 
-def coverage_message(spectrum, mask: np.ndarray) -> str | None:
-    n_uncovered, ranges = resample.coverage_report(mask)
-    if not n_uncovered:
-        return None
-    return (f"{readers.describe(spectrum)}: {n_uncovered} of {N_BINS} rest-frame bins not covered "
-            f"({ranges} at z={spectrum.z:.5f})")
-
-
 def _gate_message(arrays: dict[str, np.ndarray], i: int) -> str:
     """Why spectrum i fails the gate, in one line."""
     reasons = []
     snr = arrays["line_snr"][i]
-    low = [f"{name} {snr[lines.LINE_NAMES.index(name)]:.1f}" for name in lines.REQUIRED_LINES
-           if not snr[lines.LINE_NAMES.index(name)] > lines.SNR_MIN]
+    low = [f"{name} {snr[LINE_NAMES.index(name)]:.1f}" for name in REQUIRED_LINES
+           if not snr[LINE_NAMES.index(name)] > SNR_MIN]
     if low:
-        reasons.append(f"S/N <= {lines.SNR_MIN:g} in " + ", ".join(low))
+        reasons.append(f"S/N <= {SNR_MIN:g} in " + ", ".join(low))
     if not arrays["line_fit_ok"][i]:
         reasons.append(f"fit not acceptable (line rchi2 {arrays['line_fit_rchi2'][i]:.2f}, continuum rchi2 "
                        f"{arrays['continuum_rchi2'][i]:.2f}, gas at {arrays['line_velocity'][i]:.0f} km/s "
@@ -129,7 +98,7 @@ def _select(arrays: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.nda
     return {k: (v if k in SHARED_KEYS else v[keep]) for k, v in arrays.items()}
 
 
-def prepare_spectra(spectra: list[readers.Spectrum], coverage: str = "refuse", snr_policy: str = "skip",
+def prepare_spectra(spectra: list[Spectrum], coverage: str = "refuse", snr_policy: str = "skip",
                     scheme: str = "standard", log: Callable[[str], None] = log_line) -> dict[str, np.ndarray]:
     """Validated spectra -> the PREPARED arrays (module docstring). Reports each spectrum it
     drops or flags through `log`, then one line of counts that add up. Raises DDMError if none
@@ -142,7 +111,7 @@ def prepare_spectra(spectra: list[readers.Spectrum], coverage: str = "refuse", s
     keep = np.ones(len(spectra), bool)
     for i, spectrum in enumerate(spectra):
         if not (grid["mask"][i] == 0).any():
-            log(f"{readers.describe(spectrum)}: no good data on the rest-frame grid "
+            log(f"{describe(spectrum)}: no good data on the rest-frame grid "
                 f"(3700-8114 A at z={spectrum.z:.5f}); skipped")
             keep[i] = False
         elif (message := coverage_message(spectrum, grid["mask"][i])) is not None:
@@ -159,26 +128,20 @@ def prepare_spectra(spectra: list[readers.Spectrum], coverage: str = "refuse", s
         position=np.array([(tuple(s.position) + (-1, -1))[:2] if s.position else (-1, -1) for s in kept], np.int32),
         source=np.array([s.source for s in kept], dtype=str), wcs=np.array([s.wcs or "" for s in kept], dtype=str),
         survey_id=np.array([s.survey_id for s in kept], dtype=str),
-        wavelength=wavelength_grid(), line_names=np.array(lines.LINE_NAMES, dtype=str), format=np.array(FORMAT),
+        wavelength=wavelength_grid(), line_names=np.array(LINE_NAMES, dtype=str), format=np.array(PREPARED_FORMAT),
     )
     failing = np.flatnonzero(~arrays["passes_gate"])
     for i in failing:
         log(_gate_message(arrays, i))
     action = "skipped" if snr_policy == "skip" else "kept with passes_gate = False"
     log(f"{len(spectra)} spectra: {off_grid} off the grid (coverage), {failing.size} failing the gate "
-        f"({action}: S/N > {lines.SNR_MIN:g} in {', '.join(lines.REQUIRED_LINES)}, an acceptable fit, no broad "
+        f"({action}: S/N > {SNR_MIN:g} in {', '.join(REQUIRED_LINES)}, an acceptable fit, no broad "
         f"Balmer lines), {len(kept) - failing.size} passing")
     if snr_policy == "skip":
         arrays = _select(arrays, arrays["passes_gate"])
         if not len(arrays["ids"]):
             raise DDMError("every spectrum fails the gate; nothing written (--snr-policy warn keeps them)")
     return arrays
-
-
-def write_prepared(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
-    """Write atomically (a temporary file in the same directory, then a rename): an .npz, or a FITS
-    catalogue if `path` ends in .fits (docs/fits.md)."""
-    write_output(path, arrays)
 
 
 def run(inputs: list[str], output: str, coverage: str = "refuse", snr_policy: str = "skip",
@@ -189,12 +152,12 @@ def run(inputs: list[str], output: str, coverage: str = "refuse", snr_policy: st
     through `log` and left out. Returns the arrays."""
     if Path(output).is_dir():  # before the work, not after it
         raise DDMError(f"{output}: is a folder; give a file name")
-    paths = readers.expand_inputs(inputs)
+    paths = expand_inputs(inputs)
     if not paths:
         raise DDMError("no input files (directories are searched for "
-                       f"{', '.join(readers.FITS_SUFFIXES + readers.ARRAY_SUFFIXES)})")
-    z_override = readers.read_z_table(z_table) if z_table else None
-    spectra, errors = readers.read_many(paths, z_override=z_override, z_all=z)
+                       f"{', '.join(FITS_SUFFIXES + ARRAY_SUFFIXES)})")
+    z_override = read_z_table(z_table) if z_table else None
+    spectra, errors = read_many(paths, z_override=z_override, z_all=z)
     for message in errors:
         log(message)
     if not spectra:
@@ -206,52 +169,9 @@ def run(inputs: list[str], output: str, coverage: str = "refuse", snr_policy: st
         bpt_scheme=scheme)))
     write_prepared(output, arrays)
     if plot_dir is not None:
-        from ddm_jax.plotting import plot_prepared
+        from ddm_jax.report.plotting import plot_prepared
 
         log(f"drew {len(plot_prepared(arrays, plot_dir))} figures of the fits in {plot_dir}")
     log(f"wrote {output}: {len(arrays['ids'])} of the {len(spectra)} spectra read from {len(paths)} file(s)"
         + (f"; {len(errors)} file(s) or spectra unreadable or invalid" if errors else ""))
     return arrays
-
-
-def load_prepared(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read and check a PREPARED.npz (or PREPARED.fits); returns every array in it (module docstring).
-
-    Raises DDMError naming the file if it is unreadable, lacks a REQUIRED_KEYS array, or the
-    shapes disagree with one another or with the rest-frame grid: shapes and dtypes are checked
-    as the file declares them, before any data is read.
-    """
-    path = Path(path)
-    read = read_arrays if is_fits_name(path) else partial(load_npz, what="PREPARED.npz")
-    arrays = read(path, required=REQUIRED_KEYS, check=lambda declared: _check_shapes(path, declared))
-    if not np.allclose(arrays["wavelength"], wavelength_grid()):
-        raise DDMError(f"{path}: wavelength is not the rest-frame grid 3700 + 2 i Angstrom")
-    return arrays
-
-
-def _check_shapes(path: Path, declared: dict) -> None:
-    """Shapes and dtypes (of arrays, or as an .npz declares them) against one another and the grid size."""
-    if len(declared["ids"].shape) != 1:
-        raise DDMError(f"{path}: ids has shape {declared['ids'].shape}, expected (n,): one id per spectrum")
-    n = declared["ids"].shape[0]
-    if len(declared["line_names"].shape) != 1:
-        raise DDMError(f"{path}: line_names has shape {declared['line_names'].shape}, expected (n_lines,)")
-    n_lines = declared["line_names"].shape[0]
-    expected = {"flux": (n, N_BINS), "ivar": (n, N_BINS), "mask": (n, N_BINS), "wavelength": (N_BINS,),
-                "z": (n,), "ids": (n,), "line_names": (n_lines,), "line_flux": (n, n_lines),
-                "line_flux_err": (n, n_lines), "line_snr": (n, n_lines), "meets_snr": (n,),
-                "line_fit_ok": (n,), "broad_balmer": (n,), "passes_gate": (n,), "position": (n, 2),
-                "log_nii_ha": (n,), "log_oiii_hb": (n,), "log_sii_ha": (n,), "log_oi_ha": (n,)}
-    for key, shape in expected.items():
-        if tuple(declared[key].shape) != shape:
-            raise DDMError(f"{path}: {key} has shape {tuple(declared[key].shape)}, expected {shape}")
-    for key in ("ids", "line_names"):
-        if declared[key].dtype.kind != "U":
-            raise DDMError(f"{path}: {key} must be strings, not {declared[key].dtype}")
-    for key in set(expected) - {"ids", "line_names"}:
-        if declared[key].dtype.kind not in "fiub":
-            raise DDMError(f"{path}: {key} is not numeric (dtype {declared[key].dtype})")
-    for key in sorted(set(declared) - set(expected) - set(SHARED_KEYS)):  # the other per-spectrum outputs
-        if not declared[key].shape or declared[key].shape[0] != n:
-            raise DDMError(f"{path}: {key} has shape {tuple(declared[key].shape)}, expected one row per spectrum "
-                           f"({n})")

@@ -1,0 +1,75 @@
+"""SDSS spec-*.fits files: the COADD table (loglam, flux, ivar, and_mask); z from SPECOBJ; the
+survey id PLATE-MJD-FIBERID. and_mask != 0 marks a bad pixel."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ddm_jax.errors import DDMError
+from ddm_jax.io.fits import column_names, read_fits_guarded
+from ddm_jax.io.loaders.registry import fits_loader
+from ddm_jax.spectra.spectrum import Spectrum, spectrum_id
+
+COADD_COLUMNS = ("loglam", "flux", "ivar", "and_mask")
+
+
+def read_sdss_fits(path: str | os.PathLike) -> Spectrum:
+    """An SDSS spec file: COADD table (loglam, flux, ivar, and_mask), z from SPECOBJ if present."""
+    path = Path(path)
+    return read_fits_guarded(path, lambda hdul: _sdss_from_hdul(path, hdul)[0])
+
+
+def _is_sdss(names: list[str], hdul) -> bool:
+    from astropy.io import fits
+
+    # older spec files leave the first extension unnamed
+    return "COADD" in names or (len(hdul) > 1 and isinstance(hdul[1], fits.BinTableHDU) and not hdul[1].name)
+
+
+@fits_loader("sdss", "SDSS spec (COADD table)", identify=_is_sdss, priority=100)
+def _sdss_from_hdul(path: Path, hdul) -> list[Spectrum]:
+    coadd = _coadd_columns(path, hdul)
+    z = _specobj_z(hdul)
+    wavelength = 10.0 ** coadd["loglam"]
+    good = coadd["and_mask"] == 0
+    return [Spectrum(spectrum_id(path), str(path), wavelength, coadd["flux"], coadd["ivar"], good, z,
+                     survey_id=_sdss_survey_id(path, hdul))]
+
+
+def _sdss_survey_id(path: Path, hdul) -> str:
+    """'sdss:PLATE-MJD-FIBERID' from SPECOBJ, the primary header, or an spec-PPPP-MMMMM-FFFF name."""
+    keys = ("PLATE", "MJD", "FIBERID")
+    if "SPECOBJ" in hdul and all(k in column_names(hdul["SPECOBJ"]) for k in keys):
+        values = [int(np.asarray(hdul["SPECOBJ"].data[k]).ravel()[0]) for k in keys]
+    elif all(k in hdul[0].header for k in ("PLATEID", "MJD", "FIBERID")):
+        values = [int(hdul[0].header[k]) for k in ("PLATEID", "MJD", "FIBERID")]
+    elif match := re.match(r"spec-(\d+)-(\d+)-(\d+)$", spectrum_id(path)):
+        values = [int(v) for v in match.groups()]
+    else:
+        return ""
+    return "sdss:" + "-".join(map(str, values))
+
+
+def _coadd_columns(path: Path, hdul) -> dict[str, np.ndarray]:
+    if "COADD" in hdul:
+        table = hdul["COADD"]
+    elif len(hdul) > 1:
+        table = hdul[1]  # older spec files leave the first extension unnamed
+    else:
+        raise DDMError(f"{path}: no COADD table (is this an SDSS spec-*.fits file?)")
+    names = [n.lower() for n in column_names(table)]
+    missing = [c for c in COADD_COLUMNS if c not in names]
+    if missing:
+        raise DDMError(f"{path}: COADD table lacks column(s) {', '.join(missing)}")
+    return {c: np.asarray(table.data[c], dtype=np.float64 if c != "and_mask" else np.int64)
+            for c in COADD_COLUMNS}
+
+
+def _specobj_z(hdul) -> float | None:
+    if "SPECOBJ" not in hdul or "Z" not in column_names(hdul["SPECOBJ"]):
+        return None
+    return float(np.asarray(hdul["SPECOBJ"].data["Z"]).ravel()[0])

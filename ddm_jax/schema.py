@@ -1,0 +1,120 @@
+"""TODO docstring"""
+
+from __future__ import annotations
+
+# The output contract of `decompose` (and of OUT.npz, with `wavelength`), in order, then the
+# trust outputs `trust.TRUST_KEYS` (docs/trust.md).
+# line_ratios (B, 3, 8) and bpt_class (B, 3): axis 1 is (composite, SF part, AGN part).
+OUTPUT_KEYS = ("sf_spectrum", "agn_spectrum", "p_sf", "p_agn", "p_total", "sf_fraction",
+               "residual", "line_ratios", "bpt_class")
+
+
+# Monte-Carlo dropout outputs (`samples` > 0): standard deviations over the dropout passes.
+STD_KEYS = ("sf_spectrum_std", "agn_spectrum_std", "p_sf_std", "p_agn_std", "p_total_std", "sf_fraction_std")
+
+
+# The trust outputs (after inference.OUTPUT_KEYS): reconstruction_chi2, ood_score (B,) float32, trusted (B,) bool.
+TRUST_KEYS = ("reconstruction_chi2", "ood_score", "trusted")
+
+
+CATALOG_FORMAT = "ddm-jax-catalog/1"
+
+
+CATALOG, SOURCES = "CATALOG", "SOURCES"
+
+
+PARTS = ("composite", "sf", "agn")  # axis 1 of line_ratios and bpt_class
+
+
+PART_LABELS = {"composite": "input spectrum", "sf": "SF part", "agn": "AGN part"}
+
+
+# Keys that are not per spectrum: the wavelength goes into each image's WCS, the rest into the layout.
+SHARED_KEYS = ("wavelength", "line_names", "format", "provenance")
+
+
+# What the columns mean (TTYPE comments) and their units (TUNIT) where there is one. Ratios are
+# log10 of flux ratios; spectra are in the DDM's normalised units (docs/model.md#preprocessing).
+DESCRIPTIONS = {
+    "ids": "spectrum id (file name, or name#row)", "z": "redshift used to reach the rest frame",
+    "survey_id": "survey key as prepare read it", "survey": "sdss, desi, manga or ''",
+    "plate": "SDSS plate (or MaNGA plate)", "mjd": "SDSS MJD", "fiberid": "SDSS fiber",
+    "targetid": "DESI TARGETID", "plateifu": "MaNGA plate-IFU", "spaxel_x": "MaNGA cube spaxel x (0-based)",
+    "spaxel_y": "MaNGA cube spaxel y (0-based)",
+    "p_sf": "DDM SF probability", "p_agn": "DDM AGN probability", "p_total": "DDM p_sf + p_agn",
+    "sf_fraction": "SF share of the spectrum, clip(p_sf, 0, 1)",
+    "reconstruction_chi2": "reduced chi2 of the reconstruction (needs ivar)",
+    "ood_score": "distance from the training data (docs/trust.md)", "trusted": "in domain and well fitted",
+    "meets_snr": "S/N > 8 in the BPT lines", "line_fit_ok": "the line fit describes the data",
+    "broad_balmer": "broad Halpha found (type-1 AGN)", "passes_gate": "meets_snr, line_fit_ok, no broad lines",
+    "position": "cube spaxel (x, y) or RSS row (k, -1); (-1, -1) elsewhere", "source": "input file",
+    "bpt_nii": "[NII] BPT class of the measured ratios", "bpt_sii": "[SII] BPT class of the measured ratios",
+}
+
+
+UNITS = {"line_velocity": "km/s", "line_sigma": "km/s", "stellar_velocity": "km/s", "stellar_sigma": "km/s"}
+
+
+# Spectrum-shaped arrays: their image HDU's BUNIT comment.
+SPECTRUM_UNITS = {"flux": "rest-frame flux density as the survey gives it", "ivar": "inverse variance of flux",
+                  "mask": "resample bits: 0 measured", "continuum": "fitted stellar continuum, flux units",
+                  "line_model": "fitted narrow lines, flux units",
+                  "resample_mask": "resample bits: 0 measured"}
+
+
+SPLIT_BY_LINE = ("line_flux", "line_flux_err", "line_snr")  # PREPARED (B, n_lines) -> one per line
+
+
+# Provenance items and their header keywords (8 characters, FITS standard).
+PROVENANCE_CARDS = {
+    "ddm_jax_version": ("DDMVERS", "ddm-jax version that wrote the results"),
+    "created": ("DATE", "when the results were made (UTC)"), "command": ("DDMCMD", "ddm-jax command"),
+    "input": ("INPUT", "spectra decomposed or prepared"), "mass": ("MASSFILE", "masses used to normalise"),
+    "ivar": ("IVARFILE", "inverse variances used"), "normalize": ("NORMALIZ", "spectra normalised by mass"),
+    "checkpoint": ("CHECKPT", "checkpoint folder"), "checkpoint_sources": ("CKPTSRC", "what the checkpoint holds"),
+    "params_sha256": ("CKPTSHA", "SHA-256 of the params and trust calibration"),
+    "bpt_scheme": ("BPTSCHEM", "[NII] BPT scheme (docs/model.md)"), "precision": ("PRECISN", "compute precision"),
+    "mc_samples": ("MCSAMPLE", "Monte-Carlo dropout passes (0: off)"), "mc_seed": ("MCSEED", "dropout seed"),
+    "coverage": ("COVERAGE", "prepare coverage policy"), "snr_policy": ("SNRPOL", "prepare gate policy"),
+}
+
+
+# The line quantities (constants.LINE_QUANTITIES), for people.
+QUANTITY_DESCRIPTIONS = {
+    "log_nii_ha": "log [NII]6584/Halpha", "log_oiii_hb": "log [OIII]5007/Hbeta", "log_oi_ha": "log [OI]6300/Halpha",
+    "log_oii_hb": "log [OII]3726,3729/Hbeta", "log_ha_hb": "log Halpha/Hbeta", "log_sii_ratio": "log [SII]6717/6731",
+    "log_sii_ha": "log [SII]6717,6731/Halpha", "log_ha_ew": "log Halpha EW (Angstrom)", "bpt_nii": "[NII] BPT class",
+    "bpt_class": "[NII] BPT class",
+}
+
+
+PREPARED_FORMAT = "ddm-jax-prepared/2"
+
+
+PREPARED_KEYS = (
+    "flux", "ivar", "mask", "wavelength", "z", "ids", "line_names", "line_flux", "line_flux_err",
+    "line_snr", "meets_snr", "line_fit_ok", "broad_balmer", "passes_gate", "log_nii_ha", "log_oiii_hb",
+    "log_sii_ha", "log_oi_ha", "position",
+)
+
+
+SAME_JOB = ("spectra", "mass", "ivar", "normalize", "decomposer", "total")  # what the shares of one job share
+
+
+# PREPARED.npz's measured line ratios and BPT class, carried into the output as measured_<key>.
+MEASURED_KEYS = ("log_nii_ha", "log_oiii_hb", "log_sii_ha", "log_oi_ha", "bpt_nii")
+
+
+# PREPARED keys carried as they are: ids, redshift, where each spectrum lies in its file, and a
+# cube's celestial WCS (catalog.write_fits draws maps with them),
+CARRIED_KEYS = ("ids", "survey_id", "z", "position", "source", "wcs")
+
+
+# and its gate's verdicts.
+GATE_KEYS = ("meets_snr", "line_fit_ok", "broad_balmer", "passes_gate")
+
+
+FIGURE_KEYS = ("wavelength", "sf_spectrum", "agn_spectrum", "sf_fraction", "residual", "line_ratios")
+
+
+SPECTRUM_KEYS = ("sf_spectrum", "agn_spectrum", "residual")
