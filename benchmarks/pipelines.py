@@ -95,8 +95,8 @@ def center_np(spectra: np.ndarray) -> np.ndarray:
 
 
 def classify_nii_np(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """`ddm_jax.bpt.classify_nii`'s standard scheme in NumPy: the Keras and PyTorch pipelines run
-    without JAX, as upstream's would (tests/test_bpt.py holds the scheme itself)."""
+    """`ddm_jax.model.bpt.classify_nii`'s standard scheme in NumPy: the Keras and PyTorch pipelines run
+    without JAX, as upstream's would (tests/model/test_bpt.py holds the scheme itself)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         star_forming = (x < bpt.KAUFFMANN03_ASYMPTOTE) & (y < bpt.kauffmann03(x))
         below_kewley = (x < bpt.KEWLEY01_NII_ASYMPTOTE) & (y < bpt.kewley01_nii(x))
@@ -121,7 +121,7 @@ def _post_process(normalised, sf_spectrum, agn_spectrum, p_sf, predict_regressor
 # --- JAX ------------------------------------------------------------------------------------------
 
 class JaxRunner:
-    """The project's own code: `DDM.apply` and `inference.decompose_batch`, jitted, at a precision."""
+    """The project's own code: `DDM.apply` and `model.forward.decompose_batch`, jitted, at a precision."""
 
     def __init__(self, nets: Networks, workload: str, precision: str):
         dtype = COMPUTE_DTYPES[precision]

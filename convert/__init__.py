@@ -12,7 +12,7 @@ import functools
 import os
 
 from ddm_jax.config import PRESETS, DDMConfig, RegressorConfig
-from ddm_jax.errors import DDMError
+from ddm_jax.errors import InputError, MissingFileError
 from ddm_jax.io.safe import sha256_file
 from ddm_jax.model.models import DDM, LineRatioRegressor, abstract_params
 
@@ -38,7 +38,7 @@ class ConvertedNetwork:
 def detect_format(path: str) -> str:
     """'keras-hdf5' or 'pytorch-state-dict', from the file's first bytes (not its name)."""
     if not os.path.isfile(path):
-        raise DDMError(f"{path}: no such file")
+        raise MissingFileError(f"{path}: no such file")
     with open(path, "rb") as f:
         head = f.read(8)
     if head == _HDF5_MAGIC:
@@ -46,8 +46,8 @@ def detect_format(path: str) -> str:
     if head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_PROTO):
         return FORMAT_TORCH
     if not head:
-        raise DDMError(f"{path}: the file is empty")
-    raise DDMError(f"{path}: neither a Keras HDF5 weight file nor a PyTorch state_dict")
+        raise InputError(f"{path}: the file is empty")
+    raise InputError(f"{path}: neither a Keras HDF5 weight file nor a PyTorch state_dict")
 
 
 @functools.cache
@@ -59,7 +59,7 @@ def _candidates(preset: str):
     names = list(PRESETS) if preset == "auto" else [preset]
     for name in names:
         if name not in PRESETS:
-            raise DDMError(f"unknown configuration {name!r}; choose 'auto' or one of {sorted(PRESETS)}")
+            raise InputError(f"unknown configuration {name!r}; choose 'auto' or one of {sorted(PRESETS)}")
         ddm_config, regressor_config = PRESETS[name]
         yield "ddm", name, ddm_config
         yield "regressor", name, regressor_config
@@ -93,19 +93,19 @@ def _first_fit(path: str, preset: str, source: dict, convert) -> ConvertedNetwor
         source.update(file=os.path.basename(path), sha256=sha256_file(path))
         return ConvertedNetwork(network, name, config, params, source)
     best = max(failures, key=lambda err: err.matched)  # max keeps the first (released DDM) on ties
-    raise DDMError(f"{path}: not a weight file of the DDM or the line-ratio regressor"
+    raise InputError(f"{path}: not a weight file of the DDM or the line-ratio regressor"
                    f"{'' if preset == 'auto' else f' ({preset} configuration)'}: {best}")
 
 
 def convert_files(paths: list[str], preset: str = "auto") -> tuple[ConvertedNetwork, ConvertedNetwork]:
     """Convert the DDM's and the regressor's files, given in any order: (ddm, regressor)."""
     if len(paths) != 2:
-        raise DDMError(f"give two weight files, the DDM's and the regressor's (got {len(paths)})")
+        raise InputError(f"give two weight files, the DDM's and the regressor's (got {len(paths)})")
     converted = {}
     for path in paths:
         result = convert_file(path, preset)
         if result.network in converted:
-            raise DDMError(f"{paths[0]} and {paths[1]} both hold {result.network} weights; "
+            raise InputError(f"{paths[0]} and {paths[1]} both hold {result.network} weights; "
                            "give one DDM file and one regressor file")
         converted[result.network] = result
     return converted["ddm"], converted["regressor"]

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import h5py
 import numpy as np
 
-from ddm_jax.errors import DDMError, first_line
+from ddm_jax.errors import DDMError, InputError, first_line
 
 from .rules import DeclaredArray
 
@@ -53,7 +53,7 @@ def _string_list_attr(path: str, group: h5py.Group, name: str) -> list[str] | No
         shape = group.attrs.get_id(key).shape or ()
         count = int(np.prod(shape, dtype=np.float64))
         if len(values) + count > MAX_NAMES:
-            raise DDMError(f"{path}: attribute {key!r} of {group.name!r} declares shape {shape}; "
+            raise InputError(f"{path}: attribute {key!r} of {group.name!r} declares shape {shape}; "
                            f"a Keras weight file lists at most {MAX_NAMES} names")
         values.extend(np.atleast_1d(group.attrs[key]).ravel())
     return [v.decode("utf8") if isinstance(v, bytes) else str(v) for v in values]
@@ -72,34 +72,34 @@ def _hard_link(path: str, group: h5py.Group, name: str, what: str):
         if link is None:
             return None
         if isinstance(link, h5py.ExternalLink):
-            raise DDMError(f"{path}: {what} is an external link to {link.filename}:{link.path}; "
+            raise InputError(f"{path}: {what} is an external link to {link.filename}:{link.path}; "
                            "a weight file must hold its own data")
         if not isinstance(link, h5py.HardLink):
-            raise DDMError(f"{path}: {what} is a {type(link).__name__} to {link.path}; Keras writes no links")
+            raise InputError(f"{path}: {what} is a {type(link).__name__} to {link.path}; Keras writes no links")
         node = node[part]
     return node
 
 
 def _declared(path: str, dataset, where: str) -> DeclaredArray:
     if not isinstance(dataset, h5py.Dataset):
-        raise DDMError(f"{path}: {where} is a {type(dataset).__name__}, not a dataset")
+        raise InputError(f"{path}: {where} is a {type(dataset).__name__}, not a dataset")
     if dataset.is_virtual or dataset.external:
-        raise DDMError(f"{path}: {where} keeps its data in other files (virtual or external storage); "
+        raise InputError(f"{path}: {where} keeps its data in other files (virtual or external storage); "
                        "a weight file must hold its own data")
     if dataset.shape is None:
-        raise DDMError(f"{path}: {where} declares no dataspace (an empty dataset)")
+        raise InputError(f"{path}: {where} declares no dataspace (an empty dataset)")
     dtype = dataset.dtype
     if dataset.chunks is not None:
         chunk_bytes = int(np.prod(dataset.chunks, dtype=np.float64)) * dtype.itemsize
         if chunk_bytes > max(MAX_CHUNK_BYTES, dataset.size * dtype.itemsize):
-            raise DDMError(f"{path}: {where} declares chunks {dataset.chunks} larger than the dataset "
+            raise InputError(f"{path}: {where} declares chunks {dataset.chunks} larger than the dataset "
                            f"{dataset.shape}")
 
     def load() -> np.ndarray:
         try:
             return np.asarray(dataset[()])
         except (OSError, ValueError, TypeError, KeyError) as err:
-            raise DDMError(f"{path}: cannot read {where} (truncated or corrupt?): {err}") from None
+            raise InputError(f"{path}: cannot read {where} (truncated or corrupt?): {err}") from None
 
     return DeclaredArray(tuple(dataset.shape), dtype, load)
 
@@ -139,10 +139,10 @@ def _check_libhdf5_survives(path: str) -> None:
         done = subprocess.run([sys.executable, "-c", _PROBE, path, str(MAX_NAMES), str(PROBE_MAX_BYTES)],
                               capture_output=True, timeout=PROBE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        raise DDMError(f"{path}: the HDF5 library did not finish reading it in {PROBE_TIMEOUT_S} s (a corrupt "
+        raise InputError(f"{path}: the HDF5 library did not finish reading it in {PROBE_TIMEOUT_S} s (a corrupt "
                        "file?)") from None
     if done.returncode < 0:
-        raise DDMError(f"{path}: the HDF5 library crashed reading it ({signal.Signals(-done.returncode).name}): "
+        raise InputError(f"{path}: the HDF5 library crashed reading it ({signal.Signals(-done.returncode).name}): "
                        "a corrupt file")
 
 
@@ -158,7 +158,7 @@ def open_keras_weights(path: str) -> Iterator[tuple[list[KerasLayer], str]]:
     except DDMError:
         raise
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as err:
-        raise DDMError(f"{path}: cannot read the HDF5 file (truncated or corrupt?): "
+        raise InputError(f"{path}: cannot read the HDF5 file (truncated or corrupt?): "
                        f"{first_line(err)}") from None
 
 
@@ -167,24 +167,24 @@ def _layers(path: str, f: h5py.File) -> tuple[list[KerasLayer], str]:
     if "layer_names" not in f.attrs and "layer_names0" not in f.attrs and "model_weights" in f:
         root, layout = _hard_link(path, f, "model_weights", "'model_weights'"), "keras-hdf5 (model.save)"
         if not isinstance(root, h5py.Group):
-            raise DDMError(f"{path}: 'model_weights' is not a group")
+            raise InputError(f"{path}: 'model_weights' is not a group")
     layer_names = _string_list_attr(path, root, "layer_names")
     if layer_names is None:
-        raise DDMError(f"{path}: an HDF5 file but not a Keras weight file (no 'layer_names' attribute)")
+        raise InputError(f"{path}: an HDF5 file but not a Keras weight file (no 'layer_names' attribute)")
     layers = []
     for name in layer_names:
         group = _hard_link(path, root, name, f"layer {name!r}")
         if group is None:
-            raise DDMError(f"{path}: layer {name!r} is listed in 'layer_names' but has no group "
+            raise InputError(f"{path}: layer {name!r} is listed in 'layer_names' but has no group "
                            "(truncated or edited file?)")
         if not isinstance(group, h5py.Group):
-            raise DDMError(f"{path}: layer {name!r} is a {type(group).__name__}, not a group")
+            raise InputError(f"{path}: layer {name!r} is a {type(group).__name__}, not a group")
         weights = {}
         for weight_name in _string_list_attr(path, group, "weight_names") or []:
             where = f"layer {name!r} weight {weight_name!r}"
             dataset = _hard_link(path, group, weight_name, where)
             if dataset is None:
-                raise DDMError(f"{path}: layer {name!r} lists weight {weight_name!r} but the dataset "
+                raise InputError(f"{path}: layer {name!r} lists weight {weight_name!r} but the dataset "
                                "is missing (truncated or edited file?)")
             weights[_weight_kind(weight_name)] = _declared(path, dataset, where)
         if weights:

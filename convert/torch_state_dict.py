@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ddm_jax.errors import DDMError, first_line
+from ddm_jax.errors import InputError, first_line
 
 from .rules import DeclaredArray
 
@@ -21,20 +21,20 @@ def read_state_dict(path: str) -> dict[str, DeclaredArray]:
     try:
         import torch
     except ImportError as err:
-        raise DDMError(f"{path} is a PyTorch file; reading it needs `pip install 'ddm-jax[torch]'`") from err
+        raise InputError(f"{path} is a PyTorch file; reading it needs `pip install 'ddm-jax[torch]'`") from err
     with open(path, "rb") as f:
         if f.read(1) == _PICKLE_PROTO:
-            raise DDMError(f"{path}: a PyTorch file in the legacy (pre-1.6) format, which is read whole before "
+            raise InputError(f"{path}: a PyTorch file in the legacy (pre-1.6) format, which is read whole before "
                            "its shapes can be checked; save it again with torch.save(state_dict, path)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # torch raises many types for corrupt, truncated or unsafe files
-        raise DDMError(f"{path}: cannot load it as a PyTorch state_dict: {first_line(err)}") from err
+        raise InputError(f"{path}: cannot load it as a PyTorch state_dict: {first_line(err)}") from err
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise DDMError(f"{path}: expected a state_dict (a mapping of names to tensors), got {type(state).__name__}")
+        raise InputError(f"{path}: expected a state_dict (a mapping of names to tensors), got {type(state).__name__}")
     not_float = [key for key, value in state.items() if not value.is_floating_point()]
     if not_float:
-        raise DDMError(f"{path}: tensor {not_float[0]!r} is {state[not_float[0]].dtype}, not floating point; "
+        raise InputError(f"{path}: tensor {not_float[0]!r} is {state[not_float[0]].dtype}, not floating point; "
                        "not a weight file of this model")
     return {key: DeclaredArray(tuple(value.shape), np.dtype(np.float32),
                                lambda value=value: value.detach().to(torch.float32, copy=True).numpy())

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from ddm_jax.errors import DDMError
+from ddm_jax.runtime import disable_cpu_concurrent_scheduler
 
 COMMANDS = ("convert", "decompose", "calibrate", "merge", "export", "example", "prepare", "train", "evaluate",
             "plot", "report", "demo")
@@ -40,6 +41,7 @@ def enable_compilation_cache() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    disable_cpu_concurrent_scheduler()  # before any JAX work: prepare's batched fits need it (ddm_jax.runtime)
     args = build_parser().parse_args(argv)
     enable_compilation_cache()
     try:

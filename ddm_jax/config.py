@@ -12,7 +12,7 @@ import dataclasses
 import math
 
 from ddm_jax.constants import N_BINS
-from ddm_jax.errors import DDMError
+from ddm_jax.errors import InputError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,18 +161,18 @@ class TrainConfig:
     def validate(self, n_devices: int) -> None:
         """A DDMError naming the first setting that cannot work."""
         if self.steps < 1 or self.batch_size < 1:
-            raise DDMError(f"steps and batch_size must be positive (got {self.steps}, {self.batch_size})")
+            raise InputError(f"steps and batch_size must be positive (got {self.steps}, {self.batch_size})")
         if self.batch_size % n_devices:
-            raise DDMError(f"batch_size {self.batch_size} must be a multiple of the {n_devices} devices")
+            raise InputError(f"batch_size {self.batch_size} must be a multiple of the {n_devices} devices")
         if len(self.loss_weights) != len(DDM_LOSS_NAMES):
-            raise DDMError(f"loss_weights needs {len(DDM_LOSS_NAMES)} values {DDM_LOSS_NAMES}")
+            raise InputError(f"loss_weights needs {len(DDM_LOSS_NAMES)} values {DDM_LOSS_NAMES}")
         low, high = self.mass_range
         if not 0 < low <= high:
-            raise DDMError(f"mass_range must satisfy 0 < low <= high (got {self.mass_range})")
+            raise InputError(f"mass_range must satisfy 0 < low <= high (got {self.mass_range})")
         if self.checkpoint_every < 1 or self.log_every < 1:
-            raise DDMError("checkpoint_every and log_every must be positive")
+            raise InputError("checkpoint_every and log_every must be positive")
         if not 0 <= self.dropout_free_steps <= self.steps:
-            raise DDMError(f"dropout_free_steps must be between 0 and steps ({self.steps}), "
+            raise InputError(f"dropout_free_steps must be between 0 and steps ({self.steps}), "
                            f"got {self.dropout_free_steps}")
 
 
@@ -189,7 +189,7 @@ def config_from_dict(cls, data: dict):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(data) - set(fields)
     if unknown:
-        raise DDMError(f"unknown {cls.__name__} settings {sorted(unknown)}; known: {sorted(fields)}")
+        raise InputError(f"unknown {cls.__name__} settings {sorted(unknown)}; known: {sorted(fields)}")
     values = {}
     for name, value in data.items():
         if name == "convs":

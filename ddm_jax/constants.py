@@ -89,13 +89,15 @@ def binned_gaussian(x, centre, sigma):
 # noise that dominates the continuum hides from a reconstruction chi^2 (the errors are as large).
 MIN_CONTINUUM_SNR = 5.0
 
-
 # The lines measured and reported, in output order.
 LINE_NAMES = ("hbeta", "oiii_5007", "oi_6300", "halpha", "nii_6548", "nii_6584", "sii_6717", "sii_6731")
 
-
 # The DDM was trained only on spectra with S/N > 8 in each of these (docs/model.md#training).
 REQUIRED_LINES = ("halpha", "hbeta", "oiii_5007", "nii_6584", "sii_6717", "sii_6731")
-
-
 SNR_MIN = 8.0
+# The gate's fit criteria (ddm_jax.prepare.fit says why these values): reduced chi^2 maxima of the
+# line and continuum fits, and a broad Halpha that counts (S/N above, and chi^2 lowered by more than).
+LINE_RCHI2_MAX = 10.0
+CONTINUUM_RCHI2_MAX = 20.0
+BROAD_SNR_MIN = 10.0
+BROAD_DELTA_CHI2_MIN = 100.0

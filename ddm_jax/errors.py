@@ -1,8 +1,34 @@
-"""One exception type for every user-facing failure: the CLI prints its message on one line."""
+"""The errors ddm-jax raises. Each is a `DDMError` (the CLI prints its message on one line) and also
+the built-in exception it means, so a library user catches what they would anyway:
+
+    try:
+        decomposer(spectra, mass)
+    except ValueError as err:        # InputError: a wrong shape, NaN, a non-positive mass, ...
+        ...
+
+- `InputError` (a `ValueError`): bad input: arrays, options, or a file whose content is not what it
+  should be (a truncated or foreign weight file, a damaged FITS file);
+- `MissingFileError` (a `FileNotFoundError`): a file or folder that is not there;
+- `OutputExistsError` (a `FileExistsError`): an output that is already there and would be replaced
+  (pass the overwrite option);
+- `WriteFailed` (an `OSError`): an output that could not be written (a full disk, an unwritable folder).
+"""
 
 
 class DDMError(Exception):
-    """Bad input, a bad weight file or checkpoint: the message says what and where."""
+    """The base of every error ddm-jax raises on purpose: the message says what and where."""
+
+
+class InputError(DDMError, ValueError):
+    """Bad input: arrays, options, or the content of a file (a spectrum, weight file, checkpoint or output)."""
+
+
+class MissingFileError(DDMError, FileNotFoundError):
+    """A file or folder that was named but is not there."""
+
+
+class OutputExistsError(DDMError, FileExistsError):
+    """An output that is already there and would be replaced without the overwrite option."""
 
 
 class WriteFailed(DDMError, OSError):

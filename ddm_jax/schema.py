@@ -1,37 +1,80 @@
-"""TODO docstring"""
+"""The keys of every file ddm-jax reads or writes, in one place (docs/fits.md, docs/architecture.md).
 
-from __future__ import annotations
+Every module that writes or reads one of these formats imports its keys from here:
+
+- OUT (`decompose`: an .npz, a streamed folder or a FITS catalogue): OUTPUT_KEYS, TRUST_KEYS,
+  STD_KEYS (Monte-Carlo dropout), SHARED_KEYS, and from a PREPARED input CARRIED_KEYS, GATE_KEYS and
+  `measured_` + MEASURED_KEYS;
+- PREPARED (`prepare`): PREPARED_KEYS at least, PREPARED_FORMAT;
+- a streamed folder: FOLDER_FILES, and SAME_JOB (what the shares of one job must agree on);
+- the FITS catalogue: CATALOG_FORMAT, its HDU names, the column descriptions and units, the
+  provenance cards;
+- inputs: SPECTRA_NPZ_KEYS and SPECTRA_CSV_COLUMNS (plain-array spectra), REAL_SET_KEYS (the bundled
+  real evaluation set), EXPECTS_KEYS (what a checkpoint says it expects), TRUST_FILE, and the
+  bundled tables' keys.
+"""
+
+# ----------------------------------------------------------------------------- OUT
 
 # The output contract of `decompose` (and of OUT.npz, with `wavelength`), in order, then the
-# trust outputs `trust.TRUST_KEYS` (docs/trust.md).
+# trust outputs TRUST_KEYS (docs/trust.md).
 # line_ratios (B, 3, 8) and bpt_class (B, 3): axis 1 is (composite, SF part, AGN part).
 OUTPUT_KEYS = ("sf_spectrum", "agn_spectrum", "p_sf", "p_agn", "p_total", "sf_fraction",
                "residual", "line_ratios", "bpt_class")
 
+# The trust outputs (after OUTPUT_KEYS): reconstruction_chi2, ood_score (B,) float32, trusted (B,) bool.
+TRUST_KEYS = ("reconstruction_chi2", "ood_score", "trusted")
 
 # Monte-Carlo dropout outputs (`samples` > 0): standard deviations over the dropout passes.
 STD_KEYS = ("sf_spectrum_std", "agn_spectrum_std", "p_sf_std", "p_agn_std", "p_total_std", "sf_fraction_std")
 
-
-# The trust outputs (after inference.OUTPUT_KEYS): reconstruction_chi2, ood_score (B,) float32, trusted (B,) bool.
-TRUST_KEYS = ("reconstruction_chi2", "ood_score", "trusted")
-
-
-CATALOG_FORMAT = "ddm-jax-catalog/1"
-
-
-CATALOG, SOURCES = "CATALOG", "SOURCES"
-
-
-PARTS = ("composite", "sf", "agn")  # axis 1 of line_ratios and bpt_class
-
-
-PART_LABELS = {"composite": "input spectrum", "sf": "SF part", "agn": "AGN part"}
-
-
 # Keys that are not per spectrum: the wavelength goes into each image's WCS, the rest into the layout.
 SHARED_KEYS = ("wavelength", "line_names", "format", "provenance")
 
+PARTS = ("composite", "sf", "agn")  # axis 1 of line_ratios and bpt_class
+
+PART_LABELS = {"composite": "input spectrum", "sf": "SF part", "agn": "AGN part"}
+
+# PREPARED keys carried as they are: ids, redshift, where each spectrum lies in its file, and a
+# cube's celestial WCS (the FITS writer draws maps with them),
+CARRIED_KEYS = ("ids", "survey_id", "z", "position", "source", "wcs")
+
+# and its gate's verdicts.
+GATE_KEYS = ("meets_snr", "line_fit_ok", "broad_balmer", "passes_gate")
+
+# PREPARED.npz's measured line ratios and BPT class, carried into the output as measured_<key>.
+MEASURED_KEYS = ("log_nii_ha", "log_oiii_hb", "log_sii_ha", "log_oi_ha", "bpt_nii")
+
+# What a figure of a decomposition reads (`ddm-jax plot`, the report).
+FIGURE_KEYS = ("wavelength", "sf_spectrum", "agn_spectrum", "sf_fraction", "residual", "line_ratios")
+
+# The outputs that are spectra, returned as specutils Spectrum objects by the Spectrum API.
+SPECTRUM_KEYS = ("sf_spectrum", "agn_spectrum", "residual")
+
+# ----------------------------------------------------------------------------- PREPARED
+
+PREPARED_FORMAT = "ddm-jax-prepared/2"
+
+# What a PREPARED file must hold (the whole list: ddm_jax.prepare.pipeline's docstring).
+PREPARED_KEYS = (
+    "flux", "ivar", "mask", "wavelength", "z", "ids", "line_names", "line_flux", "line_flux_err",
+    "line_snr", "meets_snr", "line_fit_ok", "broad_balmer", "passes_gate", "log_nii_ha", "log_oiii_hb",
+    "log_sii_ha", "log_oi_ha", "position",
+)
+
+# ----------------------------------------------------------------------------- a streamed folder
+
+# The folder's manifest (written last: a folder with one is complete), the job it was started with
+# (a resume must match it) and the chunks done so far.
+FOLDER_FILES = MANIFEST, JOB, DONE = "manifest.json", "job.json", "done.json"
+SAME_JOB = ("spectra", "mass", "ivar", "normalize", "decomposer", "total")  # what the shares of one job share
+
+
+# ----------------------------------------------------------------------------- the FITS catalogue
+
+CATALOG_FORMAT = "ddm-jax-catalog/1"
+
+CATALOG, SOURCES = "CATALOG", "SOURCES"
 
 # What the columns mean (TTYPE comments) and their units (TUNIT) where there is one. Ratios are
 # log10 of flux ratios; spectra are in the DDM's normalised units (docs/model.md#preprocessing).
@@ -51,9 +94,7 @@ DESCRIPTIONS = {
     "bpt_nii": "[NII] BPT class of the measured ratios", "bpt_sii": "[SII] BPT class of the measured ratios",
 }
 
-
 UNITS = {"line_velocity": "km/s", "line_sigma": "km/s", "stellar_velocity": "km/s", "stellar_sigma": "km/s"}
-
 
 # Spectrum-shaped arrays: their image HDU's BUNIT comment.
 SPECTRUM_UNITS = {"flux": "rest-frame flux density as the survey gives it", "ivar": "inverse variance of flux",
@@ -61,9 +102,7 @@ SPECTRUM_UNITS = {"flux": "rest-frame flux density as the survey gives it", "iva
                   "line_model": "fitted narrow lines, flux units",
                   "resample_mask": "resample bits: 0 measured"}
 
-
 SPLIT_BY_LINE = ("line_flux", "line_flux_err", "line_snr")  # PREPARED (B, n_lines) -> one per line
-
 
 # Provenance items and their header keywords (8 characters, FITS standard).
 PROVENANCE_CARDS = {
@@ -78,7 +117,6 @@ PROVENANCE_CARDS = {
     "coverage": ("COVERAGE", "prepare coverage policy"), "snr_policy": ("SNRPOL", "prepare gate policy"),
 }
 
-
 # The line quantities (constants.LINE_QUANTITIES), for people.
 QUANTITY_DESCRIPTIONS = {
     "log_nii_ha": "log [NII]6584/Halpha", "log_oiii_hb": "log [OIII]5007/Hbeta", "log_oi_ha": "log [OI]6300/Halpha",
@@ -87,34 +125,19 @@ QUANTITY_DESCRIPTIONS = {
     "bpt_class": "[NII] BPT class",
 }
 
+# ----------------------------------------------------------------------------- inputs
 
-PREPARED_FORMAT = "ddm-jax-prepared/2"
-
-
-PREPARED_KEYS = (
-    "flux", "ivar", "mask", "wavelength", "z", "ids", "line_names", "line_flux", "line_flux_err",
-    "line_snr", "meets_snr", "line_fit_ok", "broad_balmer", "passes_gate", "log_nii_ha", "log_oiii_hb",
-    "log_sii_ha", "log_oi_ha", "position",
-)
-
-
-SAME_JOB = ("spectra", "mass", "ivar", "normalize", "decomposer", "total")  # what the shares of one job share
-
-
-# PREPARED.npz's measured line ratios and BPT class, carried into the output as measured_<key>.
-MEASURED_KEYS = ("log_nii_ha", "log_oiii_hb", "log_sii_ha", "log_oi_ha", "bpt_nii")
-
-
-# PREPARED keys carried as they are: ids, redshift, where each spectrum lies in its file, and a
-# cube's celestial WCS (catalog.write_fits draws maps with them),
-CARRIED_KEYS = ("ids", "survey_id", "z", "position", "source", "wcs")
-
-
-# and its gate's verdicts.
-GATE_KEYS = ("meets_snr", "line_fit_ok", "broad_balmer", "passes_gate")
-
-
-FIGURE_KEYS = ("wavelength", "sf_spectrum", "agn_spectrum", "sf_fraction", "residual", "line_ratios")
-
-
-SPECTRUM_KEYS = ("sf_spectrum", "agn_spectrum", "residual")
+# Plain-array spectra (.npz: wavelength, flux, ivar; optional mask, z, ids) and CSV columns.
+SPECTRA_NPZ_KEYS = ("wavelength", "flux", "ivar", "mask", "z", "ids")
+SPECTRA_CSV_COLUMNS = ("wavelength", "flux", "ivar", "mask")
+# The bundled real evaluation set (data/real_eval.npz, rebuilt by tools/make_real_eval.py).
+REAL_SET_KEYS = ("flux", "ivar", "mask", "ids", "name", "line_names", "line_snr", "passes_gate", "broad_balmer",
+                 "measured_class", "log_nii_ha", "log_oiii_hb", "log_sii_ha")
+# A checkpoint's `expects` metadata: each key and its type.
+EXPECTS_KEYS = {"needs_mass": bool, "grid": str, "normalisation": str, "trained_on": str, "line_snr_min": float}
+TRUST_FILE = "trust.npz"  # the trust calibration, beside a checkpoint's params
+# The bundled tables: the stellar templates (data/templates_bc03.npz) and the nebular/dust table
+# (data/nebular_dust.npz: NEBULAR_KEYS, and <grid>_<key> for each of NEBULAR_GRID_KEYS per grid).
+TEMPLATE_KEYS = ("wavelength", "flux", "ages_gyr", "metallicities", "norms", "fwhm_angstrom", "velscale")
+NEBULAR_KEYS = ("line_names", "wavelength", "curves", "attenuation", "line_attenuation")
+NEBULAR_GRID_KEYS = ("params", "param_names", "fluxes")

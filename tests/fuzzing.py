@@ -10,7 +10,7 @@ state_dict's tensors, CSV lines) and runs the reader behind a command on it. The
     every error is one line that starts with the bad file's path;
   - it ends within CASE_TIMEOUT_S, and the process's peak RSS stays under 2 GiB.
 
-    python tests/fuzzing.py --seed 14 --cases 500          # what tests/test_fuzz.py runs
+    python tests/fuzzing.py --seed 14 --cases 500          # what tests/house/test_fuzz_readers.py runs
     python tests/fuzzing.py --seed 1 --cases 5000 --keep-failures fuzz_failures/
 
 It prints its seed first and a JSON summary last (cases per target, outcomes, failures with the

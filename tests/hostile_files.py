@@ -1,8 +1,11 @@
-"""Hostile and odd weight files made from the committed tiny Keras files (tests and the fuzzer)."""
+"""Hostile and odd input files: weight files made from the committed tiny Keras files (tests and the fuzzer),
+and .npy / .npz / FITS bytes that declare more than they hold."""
 
+import io
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import h5py
@@ -91,3 +94,31 @@ def expected_shape(source: Path, layer_index: int, kind: str = "kernel") -> tupl
 def values(source: Path, layer_index: int, kind: str = "kernel") -> np.ndarray:
     with h5py.File(source, "r") as f:
         return f[weight_path(f, layer_index, kind)][()]
+
+
+# --- files that declare more than they hold -----------------------------------------------------
+
+def npy_bytes(shape, dtype="<f4", data=b"") -> bytes:
+    """An .npy header declaring `shape` and `dtype`, followed by `data` (whatever it declares)."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return buffer.getvalue() + data
+
+
+def write_npz(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in members.items():
+            archive.writestr(f"{name}.npy", content)
+    return path
+
+
+def array_bytes(array) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, np.asarray(array))
+    return buffer.getvalue()
+
+
+def with_card(raw: bytes, card: str, value: int) -> bytes:
+    """`raw` with the first header card `card` set to `value` (same 80-byte card, nothing moved)."""
+    start = raw.index(card.ljust(8).encode() + b"= ")
+    return raw[:start] + f"{card:<8}= {value:>20}".ljust(80).encode() + raw[start + 80:]

@@ -1,5 +1,6 @@
 """Spectra for the resample/lines/prepare tests: real SDSS DR18 files that pPXF ships, with
-the SDSS pipeline's own line fluxes (SPZLINE table), and synthetic ones with known fluxes."""
+the SDSS pipeline's own line fluxes (SPZLINE table), and synthetic ones with known fluxes;
+synthetic MaNGA DRP cubes for the readers' and the FITS catalogue's tests."""
 
 from __future__ import annotations
 
@@ -168,3 +169,55 @@ def template_galaxy(rng: np.random.Generator, z: float = 0.05, sigma_star: float
     flux = density / (1 + z) + rng.normal(0.0, noise, SDSS_NPIX)
     ivar = np.full(SDSS_NPIX, noise**-2.0)
     return Spectrum(spec_id, f"{spec_id}.npz", 10**observed, flux, ivar, np.ones(SDSS_NPIX, bool), z)
+
+
+# --- MaNGA DRP cubes (synthetic, in the DRP layout): the readers' and the FITS catalogue's tests ---
+
+N_WAVE, NX, NY = 300, 5, 4
+# MANGA_DRP3PIXMASK bits
+NOCOV, LOWCOV, FORESTAR, DONOTUSE = 1, 2, 8, 1024
+WAVE = np.geomspace(3621.6, 10353.8, N_WAVE)
+
+
+def cube_header():
+    """The header of a DRP cube's FLUX, IVAR and MASK: the sky WCS and the log-wavelength axis."""
+    from astropy.io import fits
+
+    header = fits.Header()
+    for key, value in (("CTYPE1", "RA---TAN"), ("CTYPE2", "DEC--TAN"), ("CRPIX1", 3.0), ("CRPIX2", 2.5),
+                       ("CRVAL1", 180.25), ("CRVAL2", 45.5), ("CD1_1", -0.5 / 3600), ("CD2_2", 0.5 / 3600),
+                       ("CUNIT1", "deg"), ("CUNIT2", "deg"), ("CTYPE3", "WAVE-LOG"), ("CRPIX3", 1.0),
+                       ("CRVAL3", WAVE[0]), ("CD3_3", WAVE[1] - WAVE[0]), ("CUNIT3", "Angstrom"),
+                       ("BUNIT", "1E-17 erg/s/cm^2/Ang/spaxel")):
+        header[key] = value
+    return header
+
+
+def write_cube(path: Path, mask: np.ndarray, ivar: np.ndarray | None = None, plateifu: str | None = None,
+               seed: int = 0) -> dict[str, np.ndarray]:
+    """A LOGCUBE in the DRP layout: FLUX, IVAR, MASK (N_wave, ny, nx) with the WCS, WAVE, SPECRES."""
+    from astropy.io import fits
+
+    rng = np.random.default_rng(seed)
+    flux = rng.normal(1.0, 0.1, mask.shape).astype(np.float32)
+    ivar = np.full(mask.shape, 100.0, np.float32) if ivar is None else ivar
+    primary = fits.PrimaryHDU()
+    if plateifu:
+        primary.header["PLATEIFU"] = plateifu
+    header = cube_header()
+    hdul = fits.HDUList([primary, fits.ImageHDU(flux, header, name="FLUX"), fits.ImageHDU(ivar, header, name="IVAR"),
+                         fits.ImageHDU(mask.astype(np.int32), header, name="MASK"),
+                         fits.ImageHDU(WAVE, name="WAVE"), fits.ImageHDU(np.full(N_WAVE, 2000.0), name="SPECRES")])
+    hdul.writeto(path)
+    return {"flux": flux, "ivar": ivar, "mask": mask}
+
+
+def cube_masks() -> tuple[np.ndarray, np.ndarray]:
+    """A cube's (mask, ivar): a spaxel outside the IFU, one without data, one partly flagged, one low-coverage."""
+    mask = np.zeros((N_WAVE, NY, NX), np.int32)
+    ivar = np.full(mask.shape, 100.0, np.float32)
+    mask[:, 0, 0] = NOCOV | DONOTUSE  # outside the IFU: no spectrum
+    ivar[:, 3, 4] = 0.0  # no data: no spectrum
+    mask[100:150, 1, 2] = FORESTAR  # partly flagged: a spectrum, those pixels bad
+    mask[:150, 2, 1] = LOWCOV | DONOTUSE
+    return mask, ivar

@@ -4,7 +4,7 @@ that NebulaBayes 0.9.9 ships (HII regions, AGN narrow-line regions), and dust at
 
     pip download --no-deps nebulabayes==0.9.9 -d /tmp/nb
     pip install dust_extinction==1.7 extinction==0.4.9
-    python ddm_jax/data/make_nebular_dust.py /tmp/nb/NebulaBayes-0.9.9-py2.py3-none-any.whl
+    python tools/make_nebular_dust.py /tmp/nb/NebulaBayes-0.9.9-py2.py3-none-any.whl
 
 Reads the FITS grids straight out of the wheel (nothing is fetched, NebulaBayes is not imported).
 Needs numpy, astropy, dust_extinction and extinction (build-time only: the package never imports
@@ -28,7 +28,7 @@ from dust_extinction.parameter_averages import CCM89
 from ddm_jax.constants import EMISSION_LINES, wavelength_grid
 from ddm_jax.io.safe import save_npz_compressed_atomic, sha256_file
 
-OUTPUT = Path(__file__).resolve().parent / "nebular_dust.npz"
+OUTPUT = Path(__file__).resolve().parent.parent / "ddm_jax" / "data" / "nebular_dust.npz"
 GRID_MEMBERS = {"hii": "NebulaBayes/grids/NB_HII_grid.fits.gz", "nlr": "NebulaBayes/grids/NB_NLR_grid.fits.gz"}
 PARAM_NAMES = {"hii": ("12 + log O/H", "log U", "log P/k"),
                "nlr": ("12 + log O/H", "log U", "log P/k", "log E_peak")}

@@ -1,7 +1,7 @@
-"""Build ddm_jax/data/real_eval.npz, the committed real-spectrum evaluation set (ddm_jax.real_eval).
+"""Build ddm_jax/data/real_eval.npz, the committed real-spectrum evaluation set (ddm_jax.evaluation.real_eval).
 
     pip install ppxf        # ships the two SDSS DR18 spectra
-    python ddm_jax/data/make_real_eval.py [--output PATH]
+    python tools/make_real_eval.py [--output PATH]
 
 `prepare --coverage fill --snr-policy warn` over every real spectrum the project can use: the
 committed DESI and MaNGA files in real_spectra/ and pPXF's SDSS spectra of NGC 3073 and NGC 3522.
@@ -30,7 +30,7 @@ from ddm_jax.io.safe import save_npz_compressed_atomic, sha256_file
 from ddm_jax.prepare import pipeline
 from ddm_jax.progress import log as log_line
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent / "ddm_jax" / "data"  # the bundled data folder
 OUTPUT = HERE / "real_eval.npz"
 REAL_SPECTRA = HERE / "real_spectra"
 # pPXF's copies of SDSS DR18 spectra (as pPXF 9.5.2 ships them): name with plate-MJD-fibre (the

@@ -1,7 +1,7 @@
 """Rebuild ddm_jax/data/real_spectra/ from the two wheels that ship the real spectra (see PROVENANCE.md).
 
     pip download --no-deps fastspecfit==3.6.1 sdss-mangadap==4.5.0 -d wheels/
-    python ddm_jax/data/real_spectra/make_real_spectra.py wheels/fastspecfit-3.6.1-py3-none-any.whl \\
+    python tools/make_real_spectra.py wheels/fastspecfit-3.6.1-py3-none-any.whl \\
         wheels/sdss_mangadap-4.5.0-py3-none-any.whl
 
 Nothing is fetched: the files are read from inside the wheels (zip archives), checked against
@@ -28,7 +28,7 @@ from astropy.io import fits
 
 from ddm_jax.io.safe import sha256_file
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent / "ddm_jax" / "data" / "real_spectra"  # where they ship
 WHEELS = {
     "fastspecfit": ("fastspecfit-3.6.1-py3-none-any.whl",
                     "d4ad9053f40603a1d44c43508da681f4563120971fe8f2dc8c3a630a43a25133"),
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("fastspecfit_wheel", type=Path, help=WHEELS["fastspecfit"][0])
     parser.add_argument("mangadap_wheel", type=Path, help=WHEELS["mangadap"][0])
-    parser.add_argument("--out", type=Path, default=HERE, help="folder to write (default: this script's)")
+    parser.add_argument("--out", type=Path, default=HERE, help="folder to write (default: ddm_jax/data/real_spectra)")
     args = parser.parse_args(argv)
     for key, path in (("fastspecfit", args.fastspecfit_wheel), ("mangadap", args.mangadap_wheel)):
         found = sha256_file(path)

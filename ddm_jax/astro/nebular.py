@@ -14,7 +14,7 @@ the grid's 5007 and 6584 divided by their fixed atomic ratios, every other line 
 The curves are A_lambda / A_V of Calzetti et al. (2000; starburst attenuation, R_V = 4.05) and
 Cardelli, Clayton & Mathis (1989; Milky Way extinction, R_V = 3.1). Sources, licences, papers to
 cite and the derivation: ddm_jax/data/nebular_dust.PROVENANCE.md (built by
-ddm_jax/data/make_nebular_dust.py).
+tools/make_nebular_dust.py).
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from typing import NamedTuple
 import numpy as np
 
 from ddm_jax.constants import EMISSION_LINES, wavelength_grid
-from ddm_jax.errors import DDMError
+from ddm_jax.errors import InputError
 from ddm_jax.io.safe import load_npz
+from ddm_jax.schema import NEBULAR_GRID_KEYS, NEBULAR_KEYS
 
 CURVES = ("calzetti00", "ccm89")
 CALZETTI_RV, CCM_RV = 4.05, 3.1  # A_V / E(B-V) of the two curves
@@ -64,20 +65,19 @@ def _read_only(array, dtype) -> np.ndarray:
 def _tables() -> tuple[dict[str, NebularGrid], dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(grids, attenuation on the grid, attenuation at the lines), checked against the constants."""
     path = data_path()
-    required = [f"{g}_{k}" for g in GRIDS for k in ("params", "param_names", "fluxes")]
-    arrays = load_npz(path, "nebular/dust table", [*required, "line_names", "wavelength", "curves",
-                                                    "attenuation", "line_attenuation"])
+    required = [f"{g}_{k}" for g in GRIDS for k in NEBULAR_GRID_KEYS]
+    arrays = load_npz(path, "nebular/dust table", [*required, *NEBULAR_KEYS])
     grid_wavelength = wavelength_grid()
     if (tuple(arrays["line_names"]) != tuple(EMISSION_LINES) or tuple(arrays["curves"]) != CURVES
             or not np.array_equal(arrays["wavelength"], grid_wavelength)
             or arrays["attenuation"].shape != (len(CURVES), grid_wavelength.size)
             or arrays["line_attenuation"].shape != (len(CURVES), N_LINES)):
-        raise DDMError(f"{path}: lines, curves or wavelengths differ from ddm_jax.constants; rebuild it")
+        raise InputError(f"{path}: lines, curves or wavelengths differ from ddm_jax.constants; rebuild it")
     grids = {}
     for name in GRIDS:
         params, names, fluxes = (arrays[f"{name}_{k}"] for k in ("params", "param_names", "fluxes"))
         if params.ndim != 2 or params.shape[1] != names.size or fluxes.shape != (params.shape[0], N_LINES):
-            raise DDMError(f"{path}: grid {name!r} has params {params.shape}, fluxes {fluxes.shape}")
+            raise InputError(f"{path}: grid {name!r} has params {params.shape}, fluxes {fluxes.shape}")
         grids[name] = NebularGrid(_read_only(params, np.float32), tuple(str(n) for n in names),
                                   _read_only(fluxes, np.float32))
     curves = {c: _read_only(a, np.float32) for c, a in zip(CURVES, arrays["attenuation"], strict=True)}
@@ -92,7 +92,7 @@ def load_nebular_grids() -> dict[str, NebularGrid]:
 
 def _check_curve(curve: str) -> None:
     if curve not in CURVES:
-        raise DDMError(f"unknown attenuation curve {curve!r}; choose one of {', '.join(CURVES)}")
+        raise InputError(f"unknown attenuation curve {curve!r}; choose one of {', '.join(CURVES)}")
 
 
 def attenuation(curve: str = "calzetti00", wavelength=None) -> np.ndarray:

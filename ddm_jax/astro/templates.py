@@ -9,7 +9,7 @@
 log-uniform rest-frame *vacuum* wavelength grid of 30 km/s per pixel covering 3500-8500 A, each
 template scaled to unit median flux in 5300-5700 A. Its derivation, sources, licence and the
 papers to cite: ddm_jax/data/templates_bc03.PROVENANCE.md (built by
-ddm_jax/data/make_templates.py).
+tools/make_templates.py).
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from ddm_jax.constants import SPEED_OF_LIGHT_KMS
-from ddm_jax.errors import DDMError
+from ddm_jax.errors import InputError
 from ddm_jax.io.safe import load_npz
+from ddm_jax.schema import TEMPLATE_KEYS
 
 # Gaussian FWHM = 2 sqrt(2 ln 2) sigma
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
-REQUIRED_KEYS = ("wavelength", "flux", "ages_gyr", "metallicities", "norms", "fwhm_angstrom", "velscale")
 
 
 def _read_only(array, dtype) -> np.ndarray:
@@ -77,11 +77,11 @@ class TemplateSet:
         object.__setattr__(self, "velscale", float(self.velscale))
         n, length = self.flux.shape if self.flux.ndim == 2 else (-1, -1)
         if self.wavelength.shape != (length,) or n < 1:
-            raise DDMError(f"template set {self.name!r}: flux {self.flux.shape} does not match "
+            raise InputError(f"template set {self.name!r}: flux {self.flux.shape} does not match "
                            f"wavelength {self.wavelength.shape} as (N, L) and (L,)")
         for field in ("ages_gyr", "metallicities", "norms"):
             if getattr(self, field).shape != (n,):
-                raise DDMError(f"template set {self.name!r}: {field} {getattr(self, field).shape}, expected ({n},)")
+                raise InputError(f"template set {self.name!r}: {field} {getattr(self, field).shape}, expected ({n},)")
 
     def __repr__(self) -> str:  # the dataclass default would print every array
         return (f"TemplateSet({self.name!r}, {self.n_templates} templates, {self.wavelength.size} pixels "
@@ -105,7 +105,7 @@ class TemplateSet:
         broadening the templates to a galaxy's resolution convolves with the quadrature difference."""
         wavelength = np.asarray(wavelength, np.float64)
         if np.any(~np.isfinite(wavelength) | (wavelength <= 0)):
-            raise DDMError("sigma_kms: wavelengths must be finite and positive (Angstrom)")
+            raise InputError("sigma_kms: wavelengths must be finite and positive (Angstrom)")
         sigma = SPEED_OF_LIGHT_KMS * self.fwhm_angstrom / (FWHM_PER_SIGMA * wavelength)
         return float(sigma) if sigma.ndim == 0 else sigma
 
@@ -116,16 +116,16 @@ class TemplateSet:
         mask = np.asarray(mask)
         if mask.dtype == bool:
             if mask.shape != (self.n_templates,):
-                raise DDMError(f"select: a boolean mask must have shape ({self.n_templates},), got {mask.shape}")
+                raise InputError(f"select: a boolean mask must have shape ({self.n_templates},), got {mask.shape}")
             index = np.flatnonzero(mask)
         elif mask.size == 0 or np.issubdtype(mask.dtype, np.integer):
             index = mask.astype(np.intp).reshape(-1)
             if np.any((index < -self.n_templates) | (index >= self.n_templates)):
-                raise DDMError(f"select: indices out of range for {self.n_templates} templates")
+                raise InputError(f"select: indices out of range for {self.n_templates} templates")
         else:
-            raise DDMError(f"select: expected a boolean mask or integer indices, got dtype {mask.dtype}")
+            raise InputError(f"select: expected a boolean mask or integer indices, got dtype {mask.dtype}")
         if index.size == 0:
-            raise DDMError(f"select: no templates selected from {self.name!r}")
+            raise InputError(f"select: no templates selected from {self.name!r}")
         return dataclasses.replace(self, flux=self.flux[index], ages_gyr=self.ages_gyr[index],
                                    metallicities=self.metallicities[index], norms=self.norms[index])
 
@@ -145,7 +145,7 @@ def load_templates(name: str = "bc03") -> TemplateSet:
     allow_pickle=False). A DDMError says what is wrong when no such set is bundled or its file
     is damaged. Loaded once per process: the arrays are read-only, so callers share them."""
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
-        raise DDMError(f"template set name {name!r}: expected letters, digits, '_' or '-'")
+        raise InputError(f"template set name {name!r}: expected letters, digits, '_' or '-'")
     return _load(name)
 
 
@@ -153,17 +153,18 @@ def load_templates(name: str = "bc03") -> TemplateSet:
 def _load(name: str) -> TemplateSet:
     path = data_dir() / f"templates_{name}.npz"
     if not path.is_file():
-        raise DDMError(f"no template set {name!r} ({path} does not exist); bundled: {', '.join(available()) or 'none'}")
-    arrays = load_npz(path, f"template set {name!r}", REQUIRED_KEYS)
+        raise InputError(f"no template set {name!r} ({path} does not exist); bundled: "
+                         f"{', '.join(available()) or 'none'}")
+    arrays = load_npz(path, f"template set {name!r}", TEMPLATE_KEYS)
     try:
         templates = TemplateSet(name=name, wavelength=arrays["wavelength"], flux=arrays["flux"],
                                 ages_gyr=arrays["ages_gyr"], metallicities=arrays["metallicities"],
                                 norms=arrays["norms"], fwhm_angstrom=arrays["fwhm_angstrom"],
                                 velscale=arrays["velscale"])
     except (TypeError, ValueError) as err:
-        raise DDMError(f"{path}: not a valid template set ({err})") from None
+        raise InputError(f"{path}: not a valid template set ({err})") from None
     if not (np.all(np.isfinite(templates.flux)) and np.all(np.diff(templates.wavelength) > 0)):
-        raise DDMError(f"{path}: damaged template set (non-finite flux or unsorted wavelengths)")
+        raise InputError(f"{path}: damaged template set (non-finite flux or unsorted wavelengths)")
     return templates
 
 
@@ -177,9 +178,9 @@ def mix(templates: TemplateSet, weights) -> np.ndarray:
     """
     weights = np.asarray(weights, np.float64)
     if weights.ndim < 1 or weights.shape[-1] != templates.n_templates:
-        raise DDMError(f"mix: weights must have shape (..., {templates.n_templates}), got {weights.shape}")
+        raise InputError(f"mix: weights must have shape (..., {templates.n_templates}), got {weights.shape}")
     if not np.all(np.isfinite(weights)):
-        raise DDMError("mix: weights must be finite (no NaN or inf)")
+        raise InputError("mix: weights must be finite (no NaN or inf)")
     if np.any(weights < 0):
-        raise DDMError("mix: weights must be >= 0 (a star-formation history has no negative mass)")
+        raise InputError("mix: weights must be >= 0 (a star-formation history has no negative mass)")
     return weights @ templates.flux.astype(np.float64)

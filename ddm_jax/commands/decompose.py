@@ -11,7 +11,7 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "decompose", help="decompose spectra into SF and AGN parts",
         description="Decompose rest-frame spectra on the 2 A grid (3700-8114 A, 2208 bins) into SF and "
-                    "AGN spectra, fractions, line ratios and BPT classes. Output keys: see README.")
+                    "AGN spectra, fractions, line ratios and BPT classes. Output keys: docs/usage.md#output-keys.")
     parser.add_argument("spectra", help=".npy array (B, 2208) or (2208,), a folder of .npy chunks "
                                         "(taken in name order), or a PREPARED.npz/.fits from `ddm-jax prepare`")
     parser.add_argument("--mass", help=".npy array (or folder of chunks) with one positive mass per "
@@ -36,7 +36,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the Monte-Carlo dropout masks")
     parser.add_argument("--precision", default="float32", choices=["float32", "bf16"],
                         help="computation precision; bf16 is opt-in (params stay float32, outputs are float32; "
-                             "see README for its measured deviation)")
+                             "docs/speed.md gives its measured deviation)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                         help="spectra per device batch (and per checkpointed chunk of a folder run)")
     dist = parser.add_argument_group("multi-host (one process per host; each writes OUT.shareIofN, "

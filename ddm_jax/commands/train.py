@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ddm_jax.config import PRESETS
-from ddm_jax.errors import DDMError
+from ddm_jax.errors import InputError
 
 
 def add_parser(subparsers) -> None:
@@ -70,13 +70,13 @@ def _train_configs(args) -> dict:
         try:
             config = config_from_dict(TrainConfig, json.loads(Path(args.config).read_text()))
         except (OSError, json.JSONDecodeError, TypeError) as err:
-            raise DDMError(f"cannot read training settings from {args.config}: {err}") from err
+            raise InputError(f"cannot read training settings from {args.config}: {err}") from err
     overrides = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
                  "dropout_free_steps": args.dropout_free_steps}
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     networks = [n for n, off in (("ddm", args.regressor_only), ("regressor", args.no_regressor)) if not off]
     if not networks:
-        raise DDMError("nothing to train: --no-regressor and --regressor-only exclude each other")
+        raise InputError("nothing to train: --no-regressor and --regressor-only exclude each other")
     configs = {network: config for network in networks}
     if args.learning_rate is not None and "ddm" in configs:
         configs["ddm"] = dataclasses.replace(config, optimizer=dataclasses.replace(
@@ -89,7 +89,7 @@ def run_recipe(args) -> int:
 
     given = _given(args, [name for name in args.option_defaults if name not in RECIPE_OPTIONS])
     if given:
-        raise DDMError(f"--recipe fixes the data and the schedule: drop {', '.join(given)}")
+        raise InputError(f"--recipe fixes the data and the schedule: drop {', '.join(given)}")
     trained = train_recipe(args.recipe, args.run_dir, args.budget_seconds, progress=not args.quiet)
     if trained["model"] is None:
         print("stopped early (budget); rerun the same command to continue")
@@ -104,7 +104,7 @@ def run(args) -> int:
     if args.recipe:
         return run_recipe(args)
     if args.budget_seconds is not None:
-        raise DDMError("--budget-seconds applies to --recipe; without one, --max-seconds bounds the training")
+        raise InputError("--budget-seconds applies to --recipe; without one, --max-seconds bounds the training")
     from ddm_jax.training.train import export_checkpoint, train_networks
 
     configs = _train_configs(args)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import jax
 
-from ddm_jax.errors import DDMError
+from ddm_jax.errors import InputError, OutputExistsError
 from ddm_jax.evaluation.evaluate import evaluate, write_evaluation
 from ddm_jax.evaluation.real_eval import load_real_set
 from ddm_jax.inference.decomposer import Decomposer
@@ -57,7 +57,7 @@ def cached_run(cache, recipe: str, budget_seconds: float | None) -> tuple[float,
     chosen = get_recipe(recipe)
     budget_seconds = chosen.budget_seconds if budget_seconds is None else budget_seconds
     if not budget_seconds > 0:
-        raise DDMError(f"the budget must be a positive number of seconds, got {budget_seconds}")
+        raise InputError(f"the budget must be a positive number of seconds, got {budget_seconds}")
     return budget_seconds, Path(cache) / fingerprint(chosen, budget_seconds)
 
 
@@ -70,7 +70,7 @@ def run_demo(output_dir, budget_seconds: float | None = None, cache=DEFAULT_CACH
     budget_seconds, run_dir = cached_run(cache, recipe, budget_seconds)
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
-        raise DDMError(f"{output_dir} exists and is not a folder")
+        raise OutputExistsError(f"{output_dir} exists and is not a folder")
     load_average = os.getloadavg()[0]
     trained = train_recipe(recipe, run_dir, budget_seconds, progress)
     if trained["model"] is not None:
@@ -113,7 +113,7 @@ def demo_checkpoint(cache=DEFAULT_CACHE, recipe: str = DEFAULT_RECIPE, budget_se
         if trained["model"] is not None:
             return Path(trained["model"])
         log(f"the training reached its {budget_seconds:.0f} s budget before its planned steps; continuing it")
-    raise DDMError(f"the demo training did not finish in {TRAINING_ROUNDS} budgets of {budget_seconds:.0f} s; "
+    raise InputError(f"the demo training did not finish in {TRAINING_ROUNDS} budgets of {budget_seconds:.0f} s; "
                    f"call again to continue it ({run_dir})")
 
 

@@ -2,7 +2,7 @@
 and AGN spectra with a known SF share, and the metrics of a decomposition of either.
 
 The set is a PREPARED.npz (ddm_jax.prepare.pipeline; `prepare --coverage fill --snr-policy warn`
-over every real spectrum the project can ship, rebuilt by data/make_real_eval.py, provenance in
+over every real spectrum the project can ship, rebuilt by tools/make_real_eval.py, provenance in
 data/real_spectra/PROVENANCE.md) with the fitted models dropped and, per spectrum:
   name (B,) str            who it is, e.g. 'SDSS NGC 3073 (945-52652-470)', 'MaNGA 8258-6102 spaxel (27, 27)'
   survey (B,) str          'SDSS', 'DESI' or 'MaNGA'
@@ -24,9 +24,10 @@ from importlib import resources
 import numpy as np
 
 from ddm_jax.constants import LINE_NAMES, N_BINS, NII_HA, OIII_HB, SII_HA, SNR_MIN, norm_window_slice
-from ddm_jax.errors import DDMError
+from ddm_jax.errors import InputError
 from ddm_jax.io.safe import load_npz
 from ddm_jax.model import bpt
+from ddm_jax.schema import REAL_SET_KEYS
 from ddm_jax.training.calibrate import composite_ivar
 
 DEFAULT_FILE = "real_eval.npz"
@@ -42,8 +43,6 @@ BPT_LINES = ("hbeta", "oiii_5007", "halpha", "nii_6584")
 # would blur the known SF share, so they are left out unless asked for.
 AGN_CLASSES = (bpt.SEYFERT, bpt.LINER)
 COMPOSITE_WEIGHTS = (0.1, 0.3, 0.5, 0.7, 0.9)
-REQUIRED_KEYS = ("flux", "ivar", "mask", "ids", "name", "line_names", "line_snr", "passes_gate", "broad_balmer",
-                 "measured_class", *(key for key, _, _ in RATIOS))
 _WINDOW = norm_window_slice(N_BINS)
 
 
@@ -52,11 +51,11 @@ def load_real_set(path=None) -> dict[str, np.ndarray]:
     if path is None:
         with resources.as_file(resources.files("ddm_jax") / "data" / DEFAULT_FILE) as committed:
             return load_real_set(committed)
-    arrays = load_npz(path, "real evaluation set", REQUIRED_KEYS)
+    arrays = load_npz(path, "real evaluation set", REAL_SET_KEYS)
     if tuple(arrays["line_names"]) != LINE_NAMES:
-        raise DDMError(f"{path}: line_names {tuple(arrays['line_names'])}, expected {LINE_NAMES}")
+        raise InputError(f"{path}: line_names {tuple(arrays['line_names'])}, expected {LINE_NAMES}")
     if arrays["flux"].shape != (len(arrays["ids"]), N_BINS):
-        raise DDMError(f"{path}: flux has shape {arrays['flux'].shape}, expected ({len(arrays['ids'])}, {N_BINS})")
+        raise InputError(f"{path}: flux has shape {arrays['flux'].shape}, expected ({len(arrays['ids'])}, {N_BINS})")
     return arrays
 
 
@@ -84,7 +83,7 @@ def _unit_median(flux: np.ndarray, ivar: np.ndarray, names) -> tuple[np.ndarray,
     median = np.median(flux[:, _WINDOW].astype(np.float64), axis=1)
     if not np.all(median > 0):
         bad = [str(names[i]) for i in np.flatnonzero(~(median > 0))]
-        raise DDMError(f"non-positive median flux in 4000-7000 A, cannot scale: {', '.join(bad)}")
+        raise InputError(f"non-positive median flux in 4000-7000 A, cannot scale: {', '.join(bad)}")
     return flux / median[:, None], ivar * median[:, None] ** 2
 
 
@@ -109,7 +108,7 @@ def select_parts(real_set: dict[str, np.ndarray], agn_classes=AGN_CLASSES) -> tu
                 f"no broad Balmer lines; SF part: measured star-forming; AGN part: measured {agn_names}")
     sf, agn = np.flatnonzero(chosen & is_sf), np.flatnonzero(chosen & is_agn)
     if not (sf.size and agn.size):
-        raise DDMError(f"no composites: {sf.size} SF and {agn.size} AGN spectra under the rule '{rule}'")
+        raise InputError(f"no composites: {sf.size} SF and {agn.size} AGN spectra under the rule '{rule}'")
     return sf, agn, rule
 
 
@@ -127,7 +126,7 @@ def real_composites(real_set: dict[str, np.ndarray], weights=COMPOSITE_WEIGHTS,
     """
     weights = np.asarray(weights, np.float64)
     if weights.ndim != 1 or not np.all((weights >= 0) & (weights <= 1)):
-        raise DDMError(f"composite weights must be a list of numbers in [0, 1], got {weights.tolist()}")
+        raise InputError(f"composite weights must be a list of numbers in [0, 1], got {weights.tolist()}")
     sf, agn, rule = select_parts(real_set, agn_classes)
     flux, ivar = _unit_median(real_set["flux"].astype(np.float64), real_set["ivar"].astype(np.float64),
                               real_set["name"])
@@ -166,9 +165,9 @@ def _mean_where(values: np.ndarray, where: np.ndarray) -> np.ndarray:
 def _check_outputs(outputs: dict[str, np.ndarray], n: int, keys, what: str) -> None:
     for key in keys:
         if key not in outputs:
-            raise DDMError(f"decompose outputs lack {key}")
+            raise InputError(f"decompose outputs lack {key}")
         if len(outputs[key]) != n:
-            raise DDMError(f"decompose outputs have {len(outputs[key])} rows of {key}, {what} has {n}")
+            raise InputError(f"decompose outputs have {len(outputs[key])} rows of {key}, {what} has {n}")
 
 
 def _number(value) -> float | None:

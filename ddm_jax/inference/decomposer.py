@@ -21,7 +21,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from ddm_jax.batching import BATCH_AXIS, batch_ranges, device_mesh, pad_rows, pipelined
 from ddm_jax.config import DDMConfig, RegressorConfig, config_from_dict, config_to_dict
 from ddm_jax.constants import wavelength_grid
-from ddm_jax.errors import DDMError
+from ddm_jax.errors import InputError
 from ddm_jax.inference.spectrum_api import decompose_spectra, is_spectrum
 from ddm_jax.io.safe import params_sha256
 from ddm_jax.model import bpt
@@ -56,15 +56,15 @@ class Decomposer:
                  batch_size: int = DEFAULT_BATCH_SIZE, samples: int = 0, seed: int = 0,
                  precision: str = "float32", trust: TrustCalibration | None = None, needs_mass: bool = True):
         if bpt_scheme not in bpt.SCHEMES:
-            raise DDMError(f"unknown BPT scheme {bpt_scheme!r}; choose one of {bpt.SCHEMES}")
+            raise InputError(f"unknown BPT scheme {bpt_scheme!r}; choose one of {bpt.SCHEMES}")
         if batch_size < 1:
-            raise DDMError(f"batch size must be positive, got {batch_size}")
+            raise InputError(f"batch size must be positive, got {batch_size}")
         if precision not in COMPUTE_DTYPES:
-            raise DDMError(f"unknown precision {precision!r}; choose one of {sorted(COMPUTE_DTYPES)}")
+            raise InputError(f"unknown precision {precision!r}; choose one of {sorted(COMPUTE_DTYPES)}")
         if samples < 0 or samples == 1:
-            raise DDMError(f"Monte-Carlo dropout needs at least 2 samples (0 turns it off), got {samples}")
+            raise InputError(f"Monte-Carlo dropout needs at least 2 samples (0 turns it off), got {samples}")
         if ddm_config.n_bins != regressor_config.n_bins:
-            raise DDMError("the DDM and the regressor were built for different spectrum lengths")
+            raise InputError("the DDM and the regressor were built for different spectrum lengths")
         mesh = device_mesh()
         self.n_devices = mesh.size
         self.batch_sharding = NamedSharding(mesh, PartitionSpec(BATCH_AXIS))
@@ -135,7 +135,7 @@ class Decomposer:
         return specs
 
     def provenance(self) -> dict:
-        """What made the outputs, for a file's provenance (`catalog.PROVENANCE_CARDS` items)."""
+        """What made the outputs, for a file's provenance (`schema.PROVENANCE_CARDS` items)."""
         return {**self.checkpoint, "params_sha256": self.params_sha256, "bpt_scheme": self.bpt_scheme,
                 "precision": self.precision, "mc_samples": self.samples, "mc_seed": self.seed}
 
@@ -164,7 +164,7 @@ class Decomposer:
 
         `spectra` may instead be a `specutils.Spectrum` (or a list of them) in any units and frame,
         with its uncertainty; `z` (default: each Spectrum's redshift) and `coverage` apply to those
-        only. Then the result is a `spectra.SpectrumResult`: Spectrum parts and an astropy Table.
+        only. Then the result is a `inference.spectrum_api.SpectrumResult`: Spectrum parts and an astropy Table.
 
         Batches are padded to a fixed size so that one compilation serves all; the next batch is
         dispatched before the previous one's results are fetched.
@@ -172,10 +172,10 @@ class Decomposer:
 
         if is_spectrum(spectra):
             if ivar is not None:
-                raise DDMError("a Spectrum carries its own uncertainty; drop ivar")
+                raise InputError("a Spectrum carries its own uncertainty; drop ivar")
             return decompose_spectra(self, spectra, mass, normalize, progress, z, coverage)
         if z is not None:
-            raise DDMError("z applies to specutils.Spectrum inputs; arrays are on the rest-frame grid already")
+            raise InputError("z applies to specutils.Spectrum inputs; arrays are on the rest-frame grid already")
         n_rows = np.shape(spectra)[0] if np.ndim(spectra) == 2 else 1
         spectra, mass = validate_inputs(spectra, self.default_mass(mass, n_rows, normalize), self.ddm.config.n_bins,
                                         normalize)

@@ -22,13 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ddm_jax.constants import N_BINS, wavelength_grid
-from ddm_jax.errors import DDMError
+from ddm_jax.errors import InputError
 from ddm_jax.schema import SPECTRUM_KEYS
 from ddm_jax.spectra.spectrum import Spectrum, validate
 
 GRID_TOLERANCE_AA = 1e-3  # a spectral axis this close to the grid (rest frame) is taken as on it
-
-
 F_LAMBDA = "erg / (s cm2 Angstrom)"
 
 
@@ -42,7 +40,7 @@ def is_spectrum(value) -> bool:
 @dataclass
 class SpectrumResult:
     """The decomposition of Spectrum inputs. Spectra are rest frame, on the 3700 + 2 i Angstrom grid,
-    in the DDM's normalised units; `table` is the per-galaxy catalogue (`catalog.catalog_table`)."""
+    in the DDM's normalised units; `table` is the per-galaxy catalogue (`io.outputs.table.catalog_table`)."""
 
     sf_spectrum: object
     agn_spectrum: object
@@ -64,9 +62,9 @@ def _redshifts(spectra: list, z) -> np.ndarray:
         z = [float(getattr(getattr(s, "redshift", None), "value", 0.0)) for s in spectra]
     z = np.broadcast_to(np.asarray(z, np.float64), (len(spectra),)) if np.ndim(z) == 0 else np.asarray(z, np.float64)
     if z.shape != (len(spectra),):
-        raise DDMError(f"need one redshift per spectrum: {len(spectra)} spectra, z has shape {z.shape}")
+        raise InputError(f"need one redshift per spectrum: {len(spectra)} spectra, z has shape {z.shape}")
     if not (np.isfinite(z) & (z >= 0)).all():
-        raise DDMError(f"redshifts must be finite and >= 0, got {z[~(np.isfinite(z) & (z >= 0))][0]}")
+        raise InputError(f"redshifts must be finite and >= 0, got {z[~(np.isfinite(z) & (z >= 0))][0]}")
     return z
 
 
@@ -75,7 +73,7 @@ def _rows(spectrum) -> list:
     if spectrum.flux.ndim == 1:
         return [spectrum]
     if spectrum.flux.ndim != 2:
-        raise DDMError(f"a Spectrum's flux must be 1-D or (B, N), got shape {spectrum.flux.shape}")
+        raise InputError(f"a Spectrum's flux must be 1-D or (B, N), got shape {spectrum.flux.shape}")
     return [spectrum[i] for i in range(spectrum.flux.shape[0])]
 
 
@@ -113,14 +111,14 @@ def to_grid(spectra, z=None, coverage: str = "refuse") -> dict[str, np.ndarray]:
     from ddm_jax.spectra.resample import COVERAGE_POLICIES, coverage_message, rebin_spectra
 
     if coverage not in COVERAGE_POLICIES:
-        raise DDMError(f"coverage must be one of {COVERAGE_POLICIES}, got {coverage!r}")
+        raise InputError(f"coverage must be one of {COVERAGE_POLICIES}, got {coverage!r}")
     given = spectra if isinstance(spectra, list | tuple) else [spectra]
     rows = [row for spectrum in given for row in _rows(spectrum)]
     redshifts = _redshifts(rows, z)
     converted = [_in_angstrom_per_angstrom(row) for row in rows]
     has_ivar = any(c[2] is not None for c in converted)
     if has_ivar and not all(c[2] is not None for c in converted):
-        raise DDMError("some spectra have an uncertainty and some do not: give one to every spectrum or to none")
+        raise InputError("some spectra have an uncertainty and some do not: give one to every spectrum or to none")
     grid = wavelength_grid().astype(np.float64)
     # on the grid, in the rest frame, every pixel usable: nothing to resample or fill
     on_grid = [w.shape == grid.shape and z_ == 0 and np.abs(w - grid).max() < GRID_TOLERANCE_AA
@@ -142,7 +140,7 @@ def to_grid(spectra, z=None, coverage: str = "refuse") -> dict[str, np.ndarray]:
         for k, (i, spectrum) in enumerate(to_rebin):
             message = coverage_message(spectrum, rebinned["mask"][k])
             if message is not None and coverage == "refuse":
-                raise DDMError(f"{message}; pass coverage='fill' to interpolate them (flagged in resample_mask)")
+                raise InputError(f"{message}; pass coverage='fill' to interpolate them (flagged in resample_mask)")
             flux[i], ivar[i], mask[i] = rebinned["flux"][k], rebinned["ivar"][k], rebinned["mask"][k]
     return {"flux": flux, "ivar": ivar if has_ivar else None, "mask": mask, "z": redshifts}
 

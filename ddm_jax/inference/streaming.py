@@ -25,17 +25,14 @@ import numpy as np
 
 from ddm_jax import __version__
 from ddm_jax.batching import batch_ranges, pipelined, prefetched
-from ddm_jax.errors import DDMError
+from ddm_jax.errors import InputError, OutputExistsError
 from ddm_jax.inference.decomposer import Decomposer
 from ddm_jax.io.outputs.base import ConcatenatedOutput, FolderOutput, is_fits_name, output_arrays, provenance_now
 from ddm_jax.io.outputs.files import write_output
 from ddm_jax.io.outputs.fits_writer import write_fits
 from ddm_jax.io.safe import NpyArray, NpyWriter, RowSource, changed_settings, write_json_atomic, writing
 from ddm_jax.model.inputs import validate_inputs, validate_ivar
-from ddm_jax.schema import CARRIED_KEYS, GATE_KEYS, MEASURED_KEYS, SAME_JOB
-
-MANIFEST, JOB, DONE = "manifest.json", "job.json", "done.json"
-
+from ddm_jax.schema import CARRIED_KEYS, DONE, GATE_KEYS, JOB, MANIFEST, MEASURED_KEYS, SAME_JOB
 
 MERGE_BLOCK = 8192  # rows copied at a time when merging shares
 
@@ -60,13 +57,13 @@ def decompose_files(decomposer: Decomposer, spectra, mass=None, output=None, nor
     prepared = Path(spectra).suffix == ".npz" or is_fits_name(spectra)
     in_memory = (output.suffix == ".npz" or is_fits_name(output)) and share[1] == 1
     if prepared and not (in_memory and not resume):
-        raise DDMError("a PREPARED file is decomposed in memory: write an .npz or .fits output (-o OUT.npz)")
+        raise InputError("a PREPARED file is decomposed in memory: write an .npz or .fits output (-o OUT.npz)")
     if in_memory and resume:
-        raise DDMError("--resume works with a folder output (-o DIR), not with an .npz or .fits file")
+        raise InputError("--resume works with a folder output (-o DIR), not with an .npz or .fits file")
     if prepared and ivar is not None:
-        raise DDMError("a PREPARED.npz carries its own ivar; drop --ivar")
+        raise InputError("a PREPARED.npz carries its own ivar; drop --ivar")
     if in_memory and output.is_dir():  # before the work, not after it
-        raise DDMError(f"{output}: is a folder; give a file name, or a folder name not ending in .npz")
+        raise InputError(f"{output}: is a folder; give a file name, or a folder name not ending in .npz")
     mass = None if mass is None else RowSource(mass, "mass", None)
     n_bins = decomposer.ddm.config.n_bins
     ivar = None if ivar is None else RowSource(ivar, "ivar", n_bins)
@@ -117,9 +114,9 @@ def carried_keys(prepared: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def _check_rows(count: int, mass: RowSource | None, ivar: RowSource | None) -> None:
     if mass is not None and mass.rows != count:
-        raise DDMError(f"need one mass per spectrum: {count} spectra, {mass.rows} masses")
+        raise InputError(f"need one mass per spectrum: {count} spectra, {mass.rows} masses")
     if ivar is not None and ivar.rows != count:
-        raise DDMError(f"need one ivar row per spectrum: {count} spectra, {ivar.rows} ivar rows")
+        raise InputError(f"need one ivar row per spectrum: {count} spectra, {ivar.rows} ivar rows")
 
 
 def share_range(rows: int, process_index: int, process_count: int) -> tuple[int, int]:
@@ -154,7 +151,7 @@ def decompose_to_folder(decomposer: Decomposer, spectra: RowSource, mass: RowSou
     output = Path(output)
     partial = output.with_name(output.name + ".partial")
     if output.exists():
-        raise DDMError(f"{output} already exists; choose another output or remove it")
+        raise OutputExistsError(f"{output} already exists; choose another output or remove it")
     _check_rows(spectra.rows, mass, ivar)
     start, stop = share_range(spectra.rows, *share)
     chunk = decomposer.padded_batch(chunk_size)
@@ -165,13 +162,13 @@ def decompose_to_folder(decomposer: Decomposer, spectra: RowSource, mass: RowSou
            "decomposer": decomposer.describe()}
     job = json.loads(json.dumps(job))  # as it will read back from job.json (tuples become lists)
     if partial.exists() and not resume:
-        raise DDMError(f"an interrupted run left {partial}; pass --resume to finish it, or remove it")
+        raise InputError(f"an interrupted run left {partial}; pass --resume to finish it, or remove it")
     if resume and partial.exists() and not (partial / JOB).is_file():
         shutil.rmtree(partial)  # killed while setting up (job.json comes last): no chunk was computed
     if resume and partial.exists():
         changed = changed_settings(partial / JOB, job)
         if changed:
-            raise DDMError(f"cannot resume {partial}: {', '.join(changed)} changed since the interrupted run")
+            raise InputError(f"cannot resume {partial}: {', '.join(changed)} changed since the interrupted run")
         done = set(json.loads((partial / DONE).read_text()))
         create = False
     else:
@@ -227,7 +224,7 @@ def merge_folders(parts: list, output) -> Path:
     output ending in .fits, straight into a FITS catalogue (a block of rows at a time)."""
     output = Path(output)
     if output.exists():
-        raise DDMError(f"{output} already exists")
+        raise OutputExistsError(f"{output} already exists")
     if is_fits_name(output):
         manifests = _shares_in_order(parts)
         return write_fits(output, ConcatenatedOutput([FolderOutput(part) for _, part in manifests]))
@@ -240,21 +237,21 @@ def _shares_in_order(parts: list) -> list[tuple[dict, Path]]:
     manifests = []
     for part in map(Path, parts):
         if not (part / MANIFEST).is_file():
-            raise DDMError(f"{part} is not a finished decompose output (no {MANIFEST})")
+            raise InputError(f"{part} is not a finished decompose output (no {MANIFEST})")
         manifests.append((json.loads((part / MANIFEST).read_text()), part))
     manifests.sort(key=lambda m: m[0]["rows"][0])
     first = manifests[0][0]
     expected_start = 0
     for manifest, part in manifests:
         if any(manifest.get(k) != first.get(k) for k in SAME_JOB):
-            raise DDMError(f"{part} comes from a different job (inputs or options differ)")
+            raise InputError(f"{part} comes from a different job (inputs or options differ)")
         if manifest["rows"][0] != expected_start:
-            raise DDMError(f"shares do not join up: {part} starts at row {manifest['rows'][0]}, "
+            raise InputError(f"shares do not join up: {part} starts at row {manifest['rows'][0]}, "
                            f"expected {expected_start}")
         expected_start = manifest["rows"][1]
     total_rows = first["total"]
     if expected_start != total_rows:
-        raise DDMError(f"the shares cover rows 0-{expected_start - 1} of {total_rows}: a share is missing")
+        raise InputError(f"the shares cover rows 0-{expected_start - 1} of {total_rows}: a share is missing")
     return manifests
 
 

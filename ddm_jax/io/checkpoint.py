@@ -29,15 +29,14 @@ import orbax.checkpoint as ocp
 
 from ddm_jax import __version__
 from ddm_jax.config import DDMConfig, RegressorConfig, config_from_dict, config_to_dict
-from ddm_jax.errors import DDMError, first_line
+from ddm_jax.errors import DDMError, InputError, MissingFileError, OutputExistsError, first_line
 from ddm_jax.io.safe import load_npz, os_error, params_sha256, save_npz_atomic
 from ddm_jax.model.models import DDM, LineRatioRegressor, abstract_params
 from ddm_jax.model.scoring import TrustCalibration
+from ddm_jax.schema import EXPECTS_KEYS, TRUST_FILE
 
 DEFAULT_CHECKPOINT = Path("weights") / "ddm-jax-checkpoint"
 FORMAT_VERSION = 1
-TRUST_FILE = "trust.npz"
-EXPECTS_KEYS = {"needs_mass": bool, "grid": str, "normalisation": str, "trained_on": str, "line_snr_min": float}
 
 
 def _checkpointer() -> ocp.Checkpointer:
@@ -46,17 +45,17 @@ def _checkpointer() -> ocp.Checkpointer:
 
 def _check_expects(expects) -> None:
     if not isinstance(expects, dict):
-        raise DDMError(f"metadata 'expects' must be a dict, got {expects!r:.80}")
+        raise InputError(f"metadata 'expects' must be a dict, got {expects!r:.80}")
     for key, value in expects.items():
         if key not in EXPECTS_KEYS or not isinstance(value, EXPECTS_KEYS[key]):
-            raise DDMError(f"metadata 'expects' has an unknown key or a wrong type: {key}={value!r:.80} "
+            raise InputError(f"metadata 'expects' has an unknown key or a wrong type: {key}={value!r:.80} "
                            f"(known: {', '.join(f'{k} ({t.__name__})' for k, t in EXPECTS_KEYS.items())})")
 
 
 def _check_trust(calibration: TrustCalibration, ddm_params, where) -> None:
     """A DDMError unless the calibration was fitted for exactly these DDM params."""
     if str(calibration.ddm_sha256) != params_sha256(ddm_params):
-        raise DDMError(f"{where}: the trust calibration was fitted for other DDM params; calibrate this "
+        raise InputError(f"{where}: the trust calibration was fitted for other DDM params; calibrate this "
                        "checkpoint again (ddm-jax calibrate)")
 
 
@@ -71,9 +70,9 @@ def save_checkpoint(path, ddm_params, regressor_params, metadata: dict, overwrit
     (and may hold 'expects'); `trust` is saved with it (docs/trust.md)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise DDMError(f"{path} is a file, not a checkpoint folder; choose another output")
+        raise OutputExistsError(f"{path} is a file, not a checkpoint folder; choose another output")
     if path.exists() and not overwrite:
-        raise DDMError(f"{path} already exists (pass --overwrite to replace it)")
+        raise OutputExistsError(f"{path} already exists (pass --overwrite to replace it)")
     for key in ("ddm_config", "regressor_config"):
         if key not in metadata:
             raise ValueError(f"metadata needs {key!r}")
@@ -105,7 +104,7 @@ def save_checkpoint(path, ddm_params, regressor_params, metadata: dict, overwrit
         reason = _write_failure(err)
         if reason is None:
             raise
-        raise DDMError(f"{path}: cannot write the checkpoint ({reason}); nothing was written"
+        raise InputError(f"{path}: cannot write the checkpoint ({reason}); nothing was written"
                        + (" and the existing one is unchanged" if path.exists() else "")) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -178,15 +177,15 @@ def read_metadata(path) -> dict:
     """The checkpoint's JSON metadata, or a DDMError that says how to make a checkpoint."""
     path = Path(path)
     if not path.is_dir():
-        raise DDMError(f"no checkpoint at {path}: convert the released weights first "
+        raise MissingFileError(f"no checkpoint at {path}: convert the released weights first "
                        "(ddm-jax convert DDM.hdf5 REGRESSOR.hdf5 -o DIR), see weights/README.md")
     try:
         metadata = _checkpointer().restore(path.absolute(), args=ocp.args.Composite(
             metadata=ocp.args.JsonRestore())).metadata
     except Exception as err:  # orbax raises many types for missing or damaged items
-        raise DDMError(f"{path} is not a readable ddm-jax checkpoint: {first_line(err)}") from err
+        raise InputError(f"{path} is not a readable ddm-jax checkpoint: {first_line(err)}") from err
     if not isinstance(metadata, dict) or metadata.get("format_version") != FORMAT_VERSION:
-        raise DDMError(f"{path}: unknown checkpoint format (metadata {metadata!r:.80})")
+        raise InputError(f"{path}: unknown checkpoint format (metadata {metadata!r:.80})")
     return metadata
 
 
@@ -203,7 +202,7 @@ def load_checkpoint(path):
             ddm=ocp.args.StandardRestore(abstract["ddm"]),
             regressor=ocp.args.StandardRestore(abstract["regressor"])))
     except Exception as err:
-        raise DDMError(f"{path}: cannot restore the params: {first_line(err)}") from err
+        raise InputError(f"{path}: cannot restore the params: {first_line(err)}") from err
     return restored.ddm, restored.regressor, metadata
 
 

@@ -1,4 +1,6 @@
-"""TODO docstring"""
+"""Opening a FITS file safely (`read_fits_guarded`): every header and the size of the data it
+declares checked against the file's length before astropy parses it, and every failure one
+`InputError` line naming the file."""
 
 from __future__ import annotations
 
@@ -11,12 +13,10 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
-from ddm_jax.errors import DDMError, first_line
+from ddm_jax.errors import DDMError, InputError, first_line
 from ddm_jax.io.safe import refuse_beyond_memory
 
 FITS_BLOCK = 2880  # bytes: FITS pads every header and data unit to a multiple of this
-
-
 _COMPRESSED = {b"BZh": "bzip2", b"PK\x03\x04": "zip"}  # astropy would decompress these too
 
 
@@ -44,16 +44,16 @@ def read_fits_guarded(path: str | os.PathLike, parse: Callable):
         except DDMError as err:
             failure = err
         except EOFError as err:  # a .gz file cut short inside an HDU that was read
-            raise DDMError(f"{path}: truncated FITS file ({err})") from None
+            raise InputError(f"{path}: truncated FITS file ({err})") from None
         except (OSError, ValueError, TypeError, IndexError, KeyError, zlib.error, fits.VerifyError) as err:
             failure = err
     truncated = next((w.message for w in caught if "truncated" in str(w.message)), None)
     if truncated is not None:
-        raise DDMError(f"{path}: truncated FITS file ({truncated})")
+        raise InputError(f"{path}: truncated FITS file ({truncated})")
     if isinstance(failure, DDMError):
         raise failure
     if failure is not None:
-        raise DDMError(f"{path}: unreadable FITS file ({first_line(failure)})")
+        raise InputError(f"{path}: unreadable FITS file ({first_line(failure)})")
     return result
 
 
@@ -64,16 +64,12 @@ def _check_hdu_kinds(path: Path, hdul) -> None:
     kinds = (fits.PrimaryHDU, fits.ImageHDU, fits.BinTableHDU, fits.TableHDU, fits.CompImageHDU, fits.GroupsHDU)
     for index, hdu in enumerate(hdul):
         if not isinstance(hdu, kinds):
-            raise DDMError(f"{path}: HDU {index} ({hdu.name or 'unnamed'}) is not a standard FITS unit (a damaged "
+            raise InputError(f"{path}: HDU {index} ({hdu.name or 'unnamed'}) is not a standard FITS unit (a damaged "
                            "header)")
 
 
 MAX_HEADER_BLOCKS = 1000  # 2.9 MB of header: survey files use a few dozen blocks
-
-
 FITS_BITPIX = (8, 16, 32, 64, -32, -64)
-
-
 STRUCTURAL_CARDS = r"BITPIX|NAXIS\d*|PCOUNT|GCOUNT|TFIELDS|GROUPS"
 
 
@@ -88,10 +84,10 @@ def check_fits_structure(path: Path) -> int:
         with open(path, "rb") as f:
             head = f.read(4)
     except OSError as err:
-        raise DDMError(f"{path}: cannot read ({err.strerror or err})") from None
+        raise InputError(f"{path}: cannot read ({err.strerror or err})") from None
     for magic, name in _COMPRESSED.items():
         if head.startswith(magic):
-            raise DDMError(f"{path}: a {name}-compressed file; FITS files are read plain or gzipped")
+            raise InputError(f"{path}: a {name}-compressed file; FITS files are read plain or gzipped")
     zipped = head.startswith(b"\x1f\x8b")
     try:
         with gzip.open(path) if zipped else open(path, "rb") as stream:
@@ -109,7 +105,7 @@ def check_fits_structure(path: Path) -> int:
                 if data_start + padded - end >= FITS_BLOCK:  # the last block's padding may be missing
                     name = cards.get("EXTNAME", f"#{index}").strip("' ") or f"#{index}"
                     axes = " x ".join(cards.get(f"NAXIS{i}", "?") for i in range(1, int(cards.get("NAXIS", 0)) + 1))
-                    raise DDMError(f"{path}: truncated FITS file: HDU {name} declares {padded} bytes of data (NAXIS "
+                    raise InputError(f"{path}: truncated FITS file: HDU {name} declares {padded} bytes of data (NAXIS "
                                    f"{axes or 'none'}, BITPIX {cards.get('BITPIX')}) from byte {data_start}, but the "
                                    f"file holds {end if zipped else length} bytes")
                 index += 1
@@ -118,9 +114,9 @@ def check_fits_structure(path: Path) -> int:
                     pass
                 length = stream.tell()
     except EOFError as err:
-        raise DDMError(f"{path}: truncated FITS file ({err})") from None
+        raise InputError(f"{path}: truncated FITS file ({err})") from None
     except (OSError, zlib.error) as err:
-        raise DDMError(f"{path}: {'corrupt gzip stream' if zipped else 'cannot read'} ({err})") from None
+        raise InputError(f"{path}: {'corrupt gzip stream' if zipped else 'cannot read'} ({err})") from None
     return length
 
 
@@ -133,10 +129,10 @@ def _read_header(path: Path, stream, index: int) -> dict[str, str] | None:
         if block_number == 0 and (not block.strip(b"\0") or not block.startswith(b"SIMPLE" if index == 0
                                                                                  else b"XTENSION")):
             if index == 0:
-                raise DDMError(f"{path}: not a FITS file (it does not start with a SIMPLE card)")
+                raise InputError(f"{path}: not a FITS file (it does not start with a SIMPLE card)")
             return None  # padding or other bytes after the last HDU: astropy ignores them too
         if len(block) < FITS_BLOCK:
-            raise DDMError(f"{path}: truncated FITS file: header {index} ends at byte {stream.tell()}")
+            raise InputError(f"{path}: truncated FITS file: header {index} ends at byte {stream.tell()}")
         for at in range(0, FITS_BLOCK, 80):
             card = block[at:at + 80].decode("ascii", "replace")
             key = card[:8].strip()
@@ -145,9 +141,9 @@ def _read_header(path: Path, stream, index: int) -> dict[str, str] | None:
             if card[8:10] != "= ":
                 continue
             if key in cards and re.fullmatch(STRUCTURAL_CARDS, key):  # which one would astropy believe?
-                raise DDMError(f"{path}: header {index} has two {key} cards")
+                raise InputError(f"{path}: header {index} has two {key} cards")
             cards.setdefault(key, card[10:].split("/", 1)[0].strip())
-    raise DDMError(f"{path}: header {index} has no END card within {MAX_HEADER_BLOCKS} blocks")
+    raise InputError(f"{path}: header {index} has no END card within {MAX_HEADER_BLOCKS} blocks")
 
 
 def _declared_data_size(path: Path, cards: dict[str, str], index: int) -> int:
@@ -160,15 +156,15 @@ def _declared_data_size(path: Path, cards: dict[str, str], index: int) -> int:
         try:
             value = int(text)
         except (TypeError, ValueError):
-            raise DDMError(f"{path}: header {index}: {key} is {'missing' if text is None else repr(text)}, "
+            raise InputError(f"{path}: header {index}: {key} is {'missing' if text is None else repr(text)}, "
                            "not an integer") from None
         if value < low or (high is not None and value > high):
-            raise DDMError(f"{path}: header {index}: {key} = {value} is outside the FITS standard's range")
+            raise InputError(f"{path}: header {index}: {key} = {value} is outside the FITS standard's range")
         return value
 
     bitpix = integer("BITPIX", None, -64, 64)
     if bitpix not in FITS_BITPIX:
-        raise DDMError(f"{path}: header {index}: BITPIX = {bitpix} is not one of {FITS_BITPIX}")
+        raise InputError(f"{path}: header {index}: BITPIX = {bitpix} is not one of {FITS_BITPIX}")
     naxis = integer("NAXIS", None, 0, 999)
     integer("TFIELDS", 0, 0, 999)
     axes = [integer(f"NAXIS{i}", None, 0) for i in range(1, naxis + 1)]

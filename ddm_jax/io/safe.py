@@ -27,7 +27,7 @@ from typing import BinaryIO
 import jax
 import numpy as np
 
-from ddm_jax.errors import DDMError, WriteFailed, first_line
+from ddm_jax.errors import InputError, MissingFileError, WriteFailed, first_line
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,22 +72,22 @@ def refuse_beyond_memory(where, nbytes: int) -> None:
     """A DDMError if reading `nbytes` (what a file declares, consistently) would not fit in memory."""
     available = available_memory()
     if available is not None and nbytes > available:
-        raise DDMError(f"{where}: declares {nbytes / 2**30:.1f} GiB of data, more than the {available / 2**30:.1f} "
+        raise InputError(f"{where}: declares {nbytes / 2**30:.1f} GiB of data, more than the {available / 2**30:.1f} "
                        "GiB of memory available; split it into smaller files")
 
 
 def _npz_member(path: Path, what: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[str, Declared]:
     """A member's key and header, checked against the member's size in the archive."""
     if not info.filename.endswith(".npy"):
-        raise DDMError(f"{path}: not a {what}: member {info.filename!r} is not an .npy array")
+        raise InputError(f"{path}: not a {what}: member {info.filename!r} is not an .npy array")
     key = info.filename[: -len(".npy")]
     with archive.open(info) as member:
         declared = read_npy_header(member)
         header_bytes = member.tell()
     if declared.dtype.hasobject:
-        raise DDMError(f"{path}: {key} holds pickled Python objects; only numeric and string arrays are read")
+        raise InputError(f"{path}: {key} holds pickled Python objects; only numeric and string arrays are read")
     if header_bytes + declared.nbytes != info.file_size:
-        raise DDMError(f"{path}: {key} declares shape {declared.shape} {declared.dtype} ({declared.nbytes} bytes) "
+        raise InputError(f"{path}: {key} declares shape {declared.shape} {declared.dtype} ({declared.nbytes} bytes) "
                        f"but its member holds {info.file_size - header_bytes} bytes of data")
     return key, declared
 
@@ -103,7 +103,7 @@ def load_npz(path, what: str, required=(), check: Callable[[dict[str, Declared]]
     """
     path = Path(path)
     if not path.is_file():
-        raise DDMError(f"{path}: no such file")
+        raise MissingFileError(f"{path}: no such file")
     try:
         with zipfile.ZipFile(path) as archive:
             infos = {}
@@ -113,7 +113,7 @@ def load_npz(path, what: str, required=(), check: Callable[[dict[str, Declared]]
                 infos[key] = info
             missing = [key for key in required if key not in declared]
             if missing:
-                raise DDMError(f"{path}: not a {what}: lacks {', '.join(missing)}")
+                raise InputError(f"{path}: not a {what}: lacks {', '.join(missing)}")
             if check is not None:
                 check(declared)
             keys = list(declared) if keys is None else [key for key in keys if key in declared]
@@ -124,7 +124,7 @@ def load_npz(path, what: str, required=(), check: Callable[[dict[str, Declared]]
                     arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
     except (OSError, ValueError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error) as err:
         # RuntimeError: an encrypted member; NotImplementedError: an unknown compression method
-        raise DDMError(f"{path}: not a readable {what} ({first_line(err)})"
+        raise InputError(f"{path}: not a readable {what} ({first_line(err)})"
                        ) from None
     return arrays
 
@@ -151,7 +151,7 @@ def write_atomic(path, write: Callable[[BinaryIO], object]) -> Path:
     an existing file at `path` stays as it was unless the new one is complete. OS errors are DDMErrors."""
     path = Path(path)
     if path.is_dir():
-        raise DDMError(f"{path}: is a folder; give a file name")
+        raise InputError(f"{path}: is a folder; give a file name")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
@@ -234,24 +234,24 @@ class NpyArray:
                 declared = read_npy_header(f)
                 self.offset = f.tell()
         except FileNotFoundError as err:
-            raise DDMError(f"{self.path}: {what} file does not exist") from err
+            raise MissingFileError(f"{self.path}: {what} file does not exist") from err
         except (ValueError, OSError) as err:
-            raise DDMError(f"{self.path}: {what} file is not a readable .npy array: {err}") from err
+            raise InputError(f"{self.path}: {what} file is not a readable .npy array: {err}") from err
         shape, dtype = declared.shape, declared.dtype
         if dtype.hasobject:
-            raise DDMError(f"{self.path}: {what} file holds pickled Python objects; only numeric .npy arrays "
+            raise InputError(f"{self.path}: {what} file holds pickled Python objects; only numeric .npy arrays "
                            "are accepted")
         if dtype.kind not in kinds:
-            raise DDMError(f"{self.path}: {what} file is not numeric (dtype {dtype})")
+            raise InputError(f"{self.path}: {what} file is not numeric (dtype {dtype})")
         if declared.fortran_order and len(shape) > 2:
-            raise DDMError(f"{self.path}: {what} file is a Fortran-ordered {len(shape)}-d array; save it with "
+            raise InputError(f"{self.path}: {what} file is a Fortran-ordered {len(shape)}-d array; save it with "
                            "np.ascontiguousarray")
         self.fortran = declared.fortran_order and len(shape) == 2
         self.dtype, self.shape = dtype, shape
         self._set_rows(shape[0] if shape else 1, shape[1:])
         expected = self.offset + declared.nbytes
         if self.path.stat().st_size < expected:
-            raise DDMError(f"{self.path}: {what} file is truncated: {self.path.stat().st_size} bytes, "
+            raise InputError(f"{self.path}: {what} file is truncated: {self.path.stat().st_size} bytes, "
                            f"its header promises {expected}")
 
     def _set_rows(self, rows: int, row_shape: tuple[int, ...]) -> None:
@@ -290,7 +290,7 @@ def pread_all(fd: int, size: int, offset: int, path) -> bytes:
     while done < size:
         got = os.preadv(fd, [view[done:]], offset + done)
         if got == 0:
-            raise DDMError(f"{path}: ended {size - done} bytes early (changed while being read?)")
+            raise InputError(f"{path}: ended {size - done} bytes early (changed while being read?)")
         done += got
     return bytes(buffer)
 
@@ -306,7 +306,7 @@ class RowSource:
         path = Path(path)
         files = sorted(path.glob("*.npy")) if path.is_dir() else [path]
         if not files:
-            raise DDMError(f"{what} folder {path} holds no .npy files")
+            raise InputError(f"{what} folder {path} holds no .npy files")
         self.what, self.paths = what, files
         self.parts = [NpyArray(f, what, kinds="fiu") for f in files]  # numbers: a boolean input means nothing here
         for part in self.parts:
@@ -315,13 +315,13 @@ class RowSource:
             if row_width is None and len(part.shape) == 2 and part.shape[1] == 1:
                 part.as_column()
             if row_width is not None and part.row_shape != (row_width,):
-                raise DDMError(f"{part.path}: {what} file has shape {part.shape}; need (B, {row_width})")
+                raise InputError(f"{part.path}: {what} file has shape {part.shape}; need (B, {row_width})")
             if row_width is None and part.row_shape:
-                raise DDMError(f"{part.path}: {what} file has shape {part.shape}; need one value per spectrum")
+                raise InputError(f"{part.path}: {what} file has shape {part.shape}; need one value per spectrum")
         self.starts = np.cumsum([0] + [p.rows for p in self.parts])
         self.rows = int(self.starts[-1])
         if self.rows == 0:
-            raise DDMError(f"the {what} array is empty ({path})")
+            raise InputError(f"the {what} array is empty ({path})")
 
     def read(self, start: int, stop: int) -> np.ndarray:
         pieces = []

@@ -1,9 +1,13 @@
-"""TODO docstring"""
+"""The jitted pipeline on one batch (docs/model.md#preprocessing, #post-processing):
+`decompose_batch` (normalise, DDM, regressor on the three spectra, BPT classes, trust outputs),
+`dropout_std` (Monte-Carlo dropout) and `ddm_views` (what the trust calibration reads). Pure and
+jittable; `inference.Decomposer` runs them over any number of spectra."""
 
 from __future__ import annotations
 
 from functools import partial
 
+import chex
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -30,10 +34,19 @@ def _finite_rows(*arrays):
     return jnp.stack([jnp.isfinite(a.reshape(a.shape[0], -1)).all(axis=1) for a in arrays]).all(axis=0)
 
 
+def _check_batch(spectra, mass, ivar, n_bins: int) -> None:
+    """Shapes at trace time (free at run time): spectra (B, n_bins), mass (B,), ivar None or like spectra."""
+    chex.assert_shape(spectra, (None, n_bins))
+    chex.assert_shape(mass, (spectra.shape[0],))
+    if ivar is not None:
+        chex.assert_equal_shape([spectra, ivar])
+
+
 @partial(jax.jit, static_argnames=("ddm",))
 def ddm_views(ddm_params, spectra, mass, ivar, *, ddm: DDM):
     """What the trust calibration reads, on raw spectra: x_n, trunk features, residual, finite
     DDM outputs (B,) and ivar in normalised units (None without ivar)."""
+    _check_batch(spectra, mass, ivar, ddm.config.n_bins)
     x = normalize_batch(spectra, mass)
     out, _, residual, features = _ddm_pass(ddm_params, x, ddm)
     ivar_n = None if ivar is None else normalised_ivar(spectra, mass, ivar)
@@ -46,9 +59,10 @@ def decompose_batch(ddm_params, regressor_params, spectra, mass, trust_arrays=No
     """The whole pipeline on one batch: spectra (B, n_bins), mass (B,) -> dict of OUTPUT_KEYS and
     TRUST_KEYS arrays (docs/model.md#preprocessing, #post-processing, #bpt-classification; docs/trust.md).
 
-    trust_arrays: `trust.scoring_arrays` of the checkpoint's calibration, or None; ivar (B, n_bins):
+    trust_arrays: `model.scoring.scoring_arrays` of the checkpoint's calibration, or None; ivar (B, n_bins):
     the spectra's inverse variance (already in normalised units with `normalize=False`), or None.
     """
+    _check_batch(spectra, mass, ivar, ddm.config.n_bins)
     x = normalize_batch(spectra, mass) if normalize else spectra
     out, sf_fraction, residual, features = _ddm_pass(ddm_params, x, ddm)
     parts = jnp.stack([x, out.sf_spectrum, out.agn_spectrum], axis=1)  # (B, 3, n_bins)

@@ -38,7 +38,6 @@ class DDMOutputs(NamedTuple):
 # training builds its models with `conv_chunk=None`.
 CONV_CHUNK = 16
 
-
 # Computation dtypes by name (float32 is the default; bfloat16 is opt-in, see `DDM`).
 COMPUTE_DTYPES = {"float32": None, "bf16": jnp.bfloat16}
 

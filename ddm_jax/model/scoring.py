@@ -2,8 +2,8 @@
 
 A network trained on synthetic spectra fails silently on what it never saw; these outputs say
 when a decomposition should not be believed. The scoring (`score`) is jittable and runs inside
-`inference.decompose_batch`; the calibration (`calibrate`, `calibrate_from_library`) is fitted
-once on in-domain spectra and stored beside the checkpoint's params (`checkpoint.attach_trust`).
+`model.forward.decompose_batch`; the calibration (`training.calibrate`) is fitted once on in-domain
+spectra and stored beside the checkpoint's params (`io.checkpoint`).
 
 ood_score is the largest of five terms, each divided by its in-domain `quantile`:
   - the DDM's trunk features `h` (sown by `models.DDM`): the Mahalanobis distance in a k-component
@@ -47,7 +47,6 @@ class TrustCalibration(NamedTuple):
 
 
 SCORING_FIELDS = TrustCalibration._fields[:12]
-
 
 N_TERMS = 5
 

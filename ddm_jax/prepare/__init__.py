@@ -1,3 +1,3 @@
-"""From survey files to DDM inputs: `readers` (files -> `Spectrum` records), `resample`
-(flux-conserving rebin onto the rest-frame grid), `lines` (emission-line fit, ratios, S/N
-gate) and `pipeline` (the `prepare` command: all of it, into PREPARED.npz)."""
+"""From `Spectrum` records to DDM inputs: `continuum` (the stellar fit), `lines` (the emission-line
+fit, ratios, S/N criterion), `fit` (both, twice, per spectrum) and `pipeline` (the `prepare`
+command: read, rebin, fit, gate, write PREPARED)."""

@@ -6,7 +6,8 @@ the first pass's answers.
 Fit quality (`line_fit_ok`): both reduced chi^2 below their maxima and no velocity or line width
 on the edge of its search. The stars' dispersion at the top of its range is flagged
 (`stellar_sigma_at_edge`) but does not fail the fit: a low-S/N continuum leaves it unconstrained
-(the z = 0.37 DESI galaxy) while its lines are well measured. The maxima are wide enough for
+(the z = 0.37 DESI galaxy) while its lines are well measured. The maxima (`constants.LINE_RCHI2_MAX`,
+`CONTINUUM_RCHI2_MAX`) are wide enough for
 real spectra of high S/N, whose errors and template match are imperfect: on pPXF's SDSS spectra
 and the MaNGA and DESI spectra that sdss-mangadap and fastspecfit ship, single-component spectra
 gave line rchi2 of 0.6-6.9 and continuum rchi2 of 1.0-14 (BC03's solar-scaled Mg b and the red
@@ -20,11 +21,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddm_jax.constants import EMISSION_LINES, MASKED_ONLY_LINES, SPEED_OF_LIGHT_KMS, wavelength_grid
+from ddm_jax.constants import (
+    CONTINUUM_RCHI2_MAX,
+    EMISSION_LINES,
+    LINE_RCHI2_MAX,
+    MASKED_ONLY_LINES,
+    SPEED_OF_LIGHT_KMS,
+    wavelength_grid,
+)
 from ddm_jax.prepare import continuum, lines
 
-LINE_RCHI2_MAX = 10.0
-CONTINUUM_RCHI2_MAX = 20.0
 # First pass: +-800 km/s about each line at the catalogue redshift. Second pass: about the
 # fitted gas velocity, 5 line widths (or 400 km/s, whichever is more) either side.
 FIRST_MASK_KMS = 800.0

@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ddm_jax.constants import (
+    BROAD_DELTA_CHI2_MIN,
+    BROAD_SNR_MIN,
     EMISSION_LINES,
     LINE_NAMES,
     REQUIRED_LINES,
@@ -37,14 +39,10 @@ from ddm_jax.constants import (
 from ddm_jax.model import bpt
 
 LINES = {name: EMISSION_LINES[name] for name in LINE_NAMES}
-
-
 # Fitted so that it does not bias the baseline, not reported.
 EXTRA_LINES = {"oiii_4959": EMISSION_LINES["oiii_4959"]}
 
-
 WINDOWS = ((4800.0, 5060.0), (6250.0, 6340.0), (6470.0, 6790.0))  # rest frame, Angstrom
-
 
 # Grid search: velocity shift (km/s) relative to the given z, and velocity dispersion (km/s)
 # of the observed narrow lines (intrinsic and instrumental together). The first level has
@@ -52,51 +50,21 @@ WINDOWS = ((4800.0, 5060.0), (6250.0, 6340.0), (6470.0, 6790.0))  # rest frame, 
 # catalogue redshift; the margin keeps the edge, which is flagged, beyond +-1000 km/s), and
 # 7 widths; two zooms of 11 x 11 points one step either side refine it (to 4 km/s).
 VELOCITY_RANGE = (-1200.0, 1200.0)
-
-
 SIGMA_RANGE = (30.0, 600.0)
-
-
 COARSE_POINTS = (25, 7)
-
-
 ZOOM_POINTS = 11
-
-
 ZOOM_LEVELS = 2
-
-
 NONNEGATIVE_ROUNDS = 3  # drop the lines fitted negative and solve again, this many times
-
 
 # Broad Balmer test: FWHM 2800-7000 km/s, the broad-line region of type-1 AGN.
 BROAD_SIGMAS = (1200.0, 2000.0, 3000.0)
 
-
-BROAD_SNR_MIN = 10.0
-
-
-BROAD_DELTA_CHI2_MIN = 100.0
-
-
 _GRID = wavelength_grid().astype(np.float64)
-
-
 _IDX = np.flatnonzero(np.any([(_GRID >= a) & (_GRID <= b) for a, b in WINDOWS], axis=0))
-
-
 _X = _GRID[_IDX]
-
-
 _WINDOW_OF = np.array([next(k for k, (a, b) in enumerate(WINDOWS) if a <= x <= b) for x in _X])
-
-
 _EMISSION = np.array([*LINES.values(), *EXTRA_LINES.values()])
-
-
 _N_EMISSION = len(_EMISSION)
-
-
 _BROAD = np.array([LINES["hbeta"], LINES["halpha"]])
 
 
@@ -110,8 +78,6 @@ def _baseline_columns():
 
 
 _BASELINE = _baseline_columns()
-
-
 _N_PARAMS = _N_EMISSION + _BASELINE.shape[1]
 
 

@@ -40,27 +40,26 @@ import numpy as np
 
 from ddm_jax.batching import map_padded
 from ddm_jax.constants import LINE_NAMES, REQUIRED_LINES, SNR_MIN, wavelength_grid
-from ddm_jax.errors import DDMError
+from ddm_jax.errors import InputError
 from ddm_jax.io.loaders.arrays import read_z_table
-from ddm_jax.io.loaders.registry import ARRAY_SUFFIXES, FITS_SUFFIXES, expand_inputs, read_many
+from ddm_jax.io.loaders.registry import expand_inputs, read_many
 from ddm_jax.io.outputs.base import provenance_now
 from ddm_jax.io.outputs.prepared import write_prepared
 from ddm_jax.prepare import fit, lines
 from ddm_jax.progress import log as log_line
+from ddm_jax.runtime import disable_cpu_concurrent_scheduler
 from ddm_jax.schema import PREPARED_FORMAT, SHARED_KEYS
-from ddm_jax.spectra.resample import COVERAGE_POLICIES, MAX_CHUNK, _padded_size, coverage_message, rebin_spectra
-from ddm_jax.spectra.spectrum import Spectrum, describe
+from ddm_jax.spectra.resample import COVERAGE_POLICIES, MAX_CHUNK, coverage_message, padded_size, rebin_spectra
+from ddm_jax.spectra.spectrum import ARRAY_SUFFIXES, FITS_SUFFIXES, Spectrum, describe
 
 SNR_POLICIES = ("skip", "warn")
-
-
-# PREPARED keys that are not per spectrum (all others have one row per spectrum).
 
 
 def measure(flux: np.ndarray, ivar: np.ndarray, scheme: str = "standard") -> dict[str, np.ndarray]:
     """Continuum and line fits, ratios, BPT classes and the gate's criteria for (B, 2208)
     rest-frame spectra (module docstring's keys)."""
-    fitted = map_padded(fit.fit_spectra, (flux, ivar), MAX_CHUNK, _padded_size)
+    disable_cpu_concurrent_scheduler()  # the batched fits hang under XLA:CPU's concurrent scheduler
+    fitted = map_padded(fit.fit_spectra, (flux, ivar), MAX_CHUNK, padded_size)
     result = {k: np.asarray(v) for k, v in lines.line_ratios(fitted["line_flux"], scheme).items()}
     meets_snr = np.asarray(lines.meets_snr(fitted["line_snr"]))
     result.update(
@@ -104,9 +103,9 @@ def prepare_spectra(spectra: list[Spectrum], coverage: str = "refuse", snr_polic
     drops or flags through `log`, then one line of counts that add up. Raises DDMError if none
     is left."""
     if coverage not in COVERAGE_POLICIES or snr_policy not in SNR_POLICIES:
-        raise DDMError(f"coverage must be one of {COVERAGE_POLICIES}, S/N policy one of {SNR_POLICIES}")
+        raise InputError(f"coverage must be one of {COVERAGE_POLICIES}, S/N policy one of {SNR_POLICIES}")
     if not spectra:
-        raise DDMError("no readable spectrum; nothing written")
+        raise InputError("no readable spectrum; nothing written")
     grid = rebin_spectra(spectra)
     keep = np.ones(len(spectra), bool)
     for i, spectrum in enumerate(spectra):
@@ -121,7 +120,7 @@ def prepare_spectra(spectra: list[Spectrum], coverage: str = "refuse", snr_polic
     kept = [s for s, k in zip(spectra, keep) if k]
     off_grid = len(spectra) - len(kept)
     if not kept:
-        raise DDMError(f"none of the {len(spectra)} spectra is left after the coverage check; nothing written")
+        raise InputError(f"none of the {len(spectra)} spectra is left after the coverage check; nothing written")
     arrays.update(measure(arrays["flux"], arrays["ivar"], scheme))
     arrays.update(
         z=np.array([s.z for s in kept], np.float64), ids=np.array([s.id for s in kept], dtype=str),
@@ -140,7 +139,7 @@ def prepare_spectra(spectra: list[Spectrum], coverage: str = "refuse", snr_polic
     if snr_policy == "skip":
         arrays = _select(arrays, arrays["passes_gate"])
         if not len(arrays["ids"]):
-            raise DDMError("every spectrum fails the gate; nothing written (--snr-policy warn keeps them)")
+            raise InputError("every spectrum fails the gate; nothing written (--snr-policy warn keeps them)")
     return arrays
 
 
@@ -151,17 +150,17 @@ def run(inputs: list[str], output: str, coverage: str = "refuse", snr_policy: st
     `plot_dir`, a figure of each spectrum's fits). Unreadable or invalid files are reported
     through `log` and left out. Returns the arrays."""
     if Path(output).is_dir():  # before the work, not after it
-        raise DDMError(f"{output}: is a folder; give a file name")
+        raise InputError(f"{output}: is a folder; give a file name")
     paths = expand_inputs(inputs)
     if not paths:
-        raise DDMError("no input files (directories are searched for "
+        raise InputError("no input files (directories are searched for "
                        f"{', '.join(FITS_SUFFIXES + ARRAY_SUFFIXES)})")
     z_override = read_z_table(z_table) if z_table else None
     spectra, errors = read_many(paths, z_override=z_override, z_all=z)
     for message in errors:
         log(message)
     if not spectra:
-        raise DDMError(f"no readable spectrum in {len(paths)} file(s) ({len(errors)} unreadable or invalid); "
+        raise InputError(f"no readable spectrum in {len(paths)} file(s) ({len(errors)} unreadable or invalid); "
                        "nothing written")
     arrays = prepare_spectra(spectra, coverage, snr_policy, scheme, log)
     arrays["provenance"] = np.array(json.dumps(provenance_now(

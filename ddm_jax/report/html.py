@@ -5,7 +5,7 @@ coloured by SF fraction, with their shifts to the SF and AGN parts), the SF-frac
 trust flags and a section per spectrum (the first N) with its decomposition figure. Figures are PNGs
 embedded as data URIs and the style sheet is inline: the file opens anywhere, offline, with no script.
 
-The run is read through `catalog.open_output` (an OUT.npz, an output folder or a FITS catalogue) a
+The run is read through `io.outputs.open_output` (an OUT.npz, an output folder or a FITS catalogue) a
 block of rows at a time: of a survey of any size only the per-spectrum numbers and the first N
 spectra are read.
 
@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 
 from ddm_jax import __version__
 from ddm_jax.constants import NII_HA, OIII_HB, SII_HA
-from ddm_jax.errors import DDMError
+from ddm_jax.errors import InputError
 from ddm_jax.io.outputs.files import open_output
 from ddm_jax.io.safe import write_text_atomic
 from ddm_jax.model.bpt import CLASS_NAMES
@@ -80,20 +80,20 @@ def write_report(source, html_path=None, n_spectra: int | None = None, title: st
     source = Path(source)
     html_path = default_report_path(source) if html_path is None else Path(html_path)
     if html_path.resolve() == source.resolve():
-        raise DDMError(f"{html_path}: is the output being reported on; give another name")
+        raise InputError(f"{html_path}: is the output being reported on; give another name")
     with open_output(source) as reader:
         page = render_report(reader, str(source), n_spectra, title or f"ddm-jax report: {source.name}")
     return write_text_atomic(html_path, page)
 
 
 def render_report(reader, source: str, n_spectra: int, title: str) -> str:
-    """The page of a reader (`catalog.open_output`'s interface) as one HTML string."""
+    """The page of a reader (`io.outputs.open_output`'s interface) as one HTML string."""
     if n_spectra < 0:
-        raise DDMError(f"the number of spectra to show must be 0 or more, got {n_spectra}")
+        raise InputError(f"the number of spectra to show must be 0 or more, got {n_spectra}")
     if "sf_fraction" not in reader.keys:
-        raise DDMError(f"{source}: not a decompose output (no sf_fraction)")
+        raise InputError(f"{source}: not a decompose output (no sf_fraction)")
     if reader.rows == 0:
-        raise DDMError(f"{source}: holds no spectra")
+        raise InputError(f"{source}: holds no spectra")
     columns = read_columns(reader)
     count = min(n_spectra, reader.rows)
     sections = {

@@ -20,26 +20,16 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from ddm_jax.constants import EMISSION_LINES, NII_HA, OIII_HB, SII_HA
-from ddm_jax.errors import DDMError
+from ddm_jax.errors import InputError
 from ddm_jax.io.safe import load_npz, write_atomic
 from ddm_jax.model import bpt
 from ddm_jax.schema import FIGURE_KEYS
 
 COMPOSITE, SF, AGN = 0, 1, 2  # axis 1 of line_ratios
-
-
 DENSITY_THRESHOLD = 200  # above this many galaxies, composites are drawn as a density
-
-
 COLORS = {"composite": "black", "sf": "tab:blue", "agn": "tab:red", "model": "0.55"}
-
-
 NII_LIMITS = ((-2.0, 1.0), (-1.5, 1.5))
-
-
 SII_LIMITS = ((-1.5, 1.0), (-1.5, 1.5))
-
-
 DPI = 110
 
 
@@ -59,15 +49,15 @@ def check_decomposition(out: dict, where) -> None:
     """A DDMError naming `where` unless `out` has the keys and shapes plots need."""
     missing = [key for key in FIGURE_KEYS if key not in out]
     if missing:
-        raise DDMError(f"{where}: not a decomposition: lacks {', '.join(missing)}")
+        raise InputError(f"{where}: not a decomposition: lacks {', '.join(missing)}")
     n, n_bins = out["sf_spectrum"].shape
     expected = {"wavelength": (n_bins,), "agn_spectrum": (n, n_bins), "residual": (n, n_bins),
                 "sf_fraction": (n,)}
     for key, shape in expected.items():
         if out[key].shape != shape:
-            raise DDMError(f"{where}: {key} has shape {out[key].shape}, expected {shape}")
+            raise InputError(f"{where}: {key} has shape {out[key].shape}, expected {shape}")
     if out["line_ratios"].shape[:2] != (n, 3):
-        raise DDMError(f"{where}: line_ratios has shape {out['line_ratios'].shape}, expected ({n}, 3, 8)")
+        raise InputError(f"{where}: line_ratios has shape {out['line_ratios'].shape}, expected ({n}, 3, 8)")
 
 
 def save_png(figure: Figure, path) -> Path:
@@ -106,7 +96,7 @@ def spectrum_figure(out: dict, index: int) -> Figure:
     """
     n = out["sf_fraction"].shape[0]
     if not 0 <= index < n:
-        raise DDMError(f"galaxy index {index} is out of range: the file holds {n} spectra")
+        raise InputError(f"galaxy index {index} is out of range: the file holds {n} spectra")
     wavelength, w = out["wavelength"], float(out["sf_fraction"][index])
     sf_part = w * out["sf_spectrum"][index]
     agn_part = (1.0 - w) * out["agn_spectrum"][index]

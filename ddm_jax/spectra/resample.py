@@ -160,14 +160,13 @@ def coverage_report(mask: np.ndarray) -> tuple[int, str]:
 
 COVERAGE_POLICIES = ("refuse", "fill")
 
-
 # Spectra per compiled batch: bounds memory. Batches are padded to a power of two between
 # MIN_CHUNK and MAX_CHUNK, so that only a handful of shapes are ever compiled (the fit takes
 # seconds to compile).
 MIN_CHUNK, MAX_CHUNK = 32, 256
 
 
-def _padded_size(n: int) -> int:
+def padded_size(n: int) -> int:
     return min(max(1 << max(n - 1, 0).bit_length(), MIN_CHUNK), MAX_CHUNK)
 
 
@@ -179,7 +178,7 @@ def rebin_spectra(spectra: list[Spectrum]) -> dict[str, np.ndarray]:
                                    max_pixels=batch["max_pixels"])
         return dict(zip(("flux", "ivar", "mask"), out))
 
-    return map_padded(rebin, (np.arange(len(spectra)),), MAX_CHUNK, _padded_size)
+    return map_padded(rebin, (np.arange(len(spectra)),), MAX_CHUNK, padded_size)
 
 
 def coverage_message(spectrum, mask: np.ndarray) -> str | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ddm_jax.errors import DDMError
+from ddm_jax.errors import InputError
 
 
 @dataclasses.dataclass
@@ -68,17 +68,17 @@ def validate(spectrum: Spectrum) -> Spectrum:
     where = describe(spectrum)
     wl = spectrum.wavelength
     if wl.ndim != 1 or wl.size < 2:
-        raise DDMError(f"{where}: needs at least two wavelength samples")
+        raise InputError(f"{where}: needs at least two wavelength samples")
     if not np.all(np.isfinite(wl)) or not np.all(np.diff(wl) > 0):
-        raise DDMError(f"{where}: wavelength is not finite and strictly increasing")
+        raise InputError(f"{where}: wavelength is not finite and strictly increasing")
     if spectrum.z is None:
         why = f"{spectrum.z_note}; " if spectrum.z_note else ""
-        raise DDMError(f"{where}: no redshift ({why}give one with --z or --z-table)")
+        raise InputError(f"{where}: no redshift ({why}give one with --z or --z-table)")
     if not np.isfinite(spectrum.z) or spectrum.z < 0:
-        raise DDMError(f"{where}: redshift must be finite and >= 0, got {spectrum.z}")
+        raise InputError(f"{where}: redshift must be finite and >= 0, got {spectrum.z}")
     usable = spectrum.good & (spectrum.ivar > 0) & np.isfinite(spectrum.flux) & np.isfinite(spectrum.ivar)
     if not usable.any():
-        raise DDMError(f"{where}: every pixel is masked or has ivar 0")
+        raise InputError(f"{where}: every pixel is masked or has ivar 0")
     spectrum.good = usable
     spectrum.flux = np.where(usable, spectrum.flux, 0.0)
     spectrum.ivar = np.where(usable, spectrum.ivar, 0.0)

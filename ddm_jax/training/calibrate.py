@@ -1,4 +1,6 @@
-"""TODO docstring"""
+"""The trust calibration (docs/trust.md#calibration): `calibrate` on in-domain spectra,
+`calibrate_from_library` on composites of a held-out library, `calibrate_checkpoint` (the
+`calibrate` command). What it fits is scored by `model.scoring.score`."""
 
 from __future__ import annotations
 
@@ -6,21 +8,15 @@ import jax
 import numpy as np
 
 from ddm_jax.config import DDMConfig
-from ddm_jax.errors import DDMError
+from ddm_jax.errors import InputError
 from ddm_jax.io.safe import params_sha256
 from ddm_jax.model.inputs import validate_ivar
 from ddm_jax.model.models import DDM
 from ddm_jax.model.scoring import N_TERMS, TrustCalibration, ood_terms, score, scoring_arrays
 
 DEFAULT_QUANTILE = 0.99
-
-
 DEFAULT_COMPONENTS = 16  # of the input PCA; in development (not recorded) it separated the OOD kinds best of 8-64
-
-
 DEFAULT_SAMPLES = 4096
-
-
 MIN_SPECTRA = 64  # fewer leave a threshold quarter too small for the quantile to mean anything
 
 
@@ -68,21 +64,21 @@ def calibrate(ddm_params, ddm_config: DDMConfig, spectra, mass=None, ivar=None, 
     from ddm_jax.model.inputs import validate_inputs
 
     if not 0.5 <= quantile < 1:
-        raise DDMError(f"the quantile must lie in [0.5, 1), got {quantile}")
+        raise InputError(f"the quantile must lie in [0.5, 1), got {quantile}")
     if components < 1:
-        raise DDMError(f"need at least one PCA component, got {components}")
+        raise InputError(f"need at least one PCA component, got {components}")
     spectra = np.asarray(spectra)
     if mass is None:
         mass = np.ones(len(spectra) if spectra.ndim == 2 else 1, np.float32)
     spectra, mass = validate_inputs(spectra, mass, ddm_config.n_bins)
     count = len(spectra)
     if count < MIN_SPECTRA:
-        raise DDMError(f"calibration needs at least {MIN_SPECTRA} in-domain spectra, got {count}")
+        raise InputError(f"calibration needs at least {MIN_SPECTRA} in-domain spectra, got {count}")
     if ivar is not None:
         ivar = validate_ivar(ivar, count, ddm_config.n_bins)
     x, features, residual, finite, ivar_n = _views(ddm_params, ddm_config, spectra, mass, ivar, batch_size)
     if not finite.all():
-        raise DDMError(f"the DDM gives non-finite outputs for {int((~finite).sum())} calibration spectra")
+        raise InputError(f"the DDM gives non-finite outputs for {int((~finite).sum())} calibration spectra")
     if split is None:
         order = np.random.default_rng(seed).permutation(count)
         split = np.split(order, [count // 2, count // 2 + count // 4])
@@ -152,7 +148,7 @@ def calibrate_from_library(ddm_params, ddm_config: DDMConfig, library, n: int = 
     agn_groups = np.split(rng.permutation(library.agn.shape[0]), _cuts(library.agn.shape[0], shares))
     sizes = np.diff([0, *_cuts(n, shares), n])
     if min(min(len(g) for g in sf_groups), min(len(g) for g in agn_groups)) < 1:
-        raise DDMError(f"calibration needs at least 4 SF and 4 AGN library spectra, got {library.sf.shape[0]} "
+        raise InputError(f"calibration needs at least 4 SF and 4 AGN library spectra, got {library.sf.shape[0]} "
                        f"and {library.agn.shape[0]}")
     parts = [library_composites(library, int(size), seed + 1 + i, mass_range, sf_rows, agn_rows)
              for i, (size, sf_rows, agn_rows) in enumerate(zip(sizes, sf_groups, agn_groups))]

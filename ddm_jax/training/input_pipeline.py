@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ddm_jax.constants import N_BINS, N_LINE_QUANTITIES, norm_window_slice
-from ddm_jax.errors import DDMError
+from ddm_jax.errors import InputError
 from ddm_jax.io.safe import load_npz
 from ddm_jax.model.preprocess import center_batch, normalize_batch, window_median_std
 from ddm_jax.training import synthetic
@@ -62,15 +62,15 @@ def _check_spectra(name: str, spectra) -> tuple[np.ndarray, np.ndarray]:
     """(spectra scaled to unit window median, the medians divided by)."""
     spectra = np.asarray(spectra, dtype=np.float32)
     if spectra.ndim != 2 or spectra.shape[1] != N_BINS:
-        raise DDMError(f"{name} spectra must have shape (N, {N_BINS}) on the rest-frame grid, got {spectra.shape}")
+        raise InputError(f"{name} spectra must have shape (N, {N_BINS}) on the rest-frame grid, got {spectra.shape}")
     if spectra.shape[0] == 0:
-        raise DDMError(f"the library has no {name} spectra: training needs both SF and AGN spectra")
+        raise InputError(f"the library has no {name} spectra: training needs both SF and AGN spectra")
     bad = ~np.isfinite(spectra).all(axis=1)
     if bad.any():
-        raise DDMError(f"{name} spectra {np.flatnonzero(bad)[:5].tolist()} contain NaN or inf")
+        raise InputError(f"{name} spectra {np.flatnonzero(bad)[:5].tolist()} contain NaN or inf")
     medians = np.median(spectra[:, _WINDOW], axis=1)
     if (medians <= 0).any():
-        raise DDMError(f"{name} spectra {np.flatnonzero(medians <= 0)[:5].tolist()} have a non-positive "
+        raise InputError(f"{name} spectra {np.flatnonzero(medians <= 0)[:5].tolist()} have a non-positive "
                        "median flux in 4000-7000 A: cannot put them on a common scale")
     return spectra / medians[:, None], medians
 
@@ -81,9 +81,9 @@ def _check_ivar(name: str, ivar, medians: np.ndarray) -> np.ndarray | None:
         return None
     ivar = np.asarray(ivar, dtype=np.float32)
     if ivar.shape != (len(medians), N_BINS):
-        raise DDMError(f"{name} ivar must have shape ({len(medians)}, {N_BINS}), got {ivar.shape}")
+        raise InputError(f"{name} ivar must have shape ({len(medians)}, {N_BINS}), got {ivar.shape}")
     if not np.isfinite(ivar).all() or (ivar < 0).any():
-        raise DDMError(f"{name} ivar must be finite and >= 0")
+        raise InputError(f"{name} ivar must be finite and >= 0")
     return ivar * medians[:, None] ** 2
 
 
@@ -92,9 +92,9 @@ def _check_lines(name: str, lines, n: int) -> np.ndarray | None:
         return None
     lines = np.asarray(lines, dtype=np.float32)
     if lines.shape != (n, N_LINE_QUANTITIES):
-        raise DDMError(f"{name} line quantities must have shape ({n}, {N_LINE_QUANTITIES}), got {lines.shape}")
+        raise InputError(f"{name} line quantities must have shape ({n}, {N_LINE_QUANTITIES}), got {lines.shape}")
     if not np.isfinite(lines).all():
-        raise DDMError(f"{name} line quantities contain NaN or inf")
+        raise InputError(f"{name} line quantities contain NaN or inf")
     return lines
 
 
@@ -107,7 +107,7 @@ def library_from_arrays(sf, agn, sf_lines=None, agn_lines=None, sf_ivar=None, ag
     (sf, sf_medians), (agn, agn_medians) = _check_spectra("SF", sf), _check_spectra("AGN", agn)
     for what, pair in (("line quantities", (sf_lines, agn_lines)), ("ivar", (sf_ivar, agn_ivar))):
         if (pair[0] is None) != (pair[1] is None):
-            raise DDMError(f"give {what} for both the SF and the AGN spectra, or for neither")
+            raise InputError(f"give {what} for both the SF and the AGN spectra, or for neither")
     return SpectralLibrary(jnp.asarray(sf), jnp.asarray(agn), _as_jax(_check_lines("SF", sf_lines, len(sf))),
                            _as_jax(_check_lines("AGN", agn_lines, len(agn))),
                            _as_jax(_check_ivar("SF", sf_ivar, sf_medians)),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import optax
 
 from ddm_jax.config import OptimizerConfig
-from ddm_jax.errors import DDMError
+from ddm_jax.errors import InputError
 
 
 def learning_rate_schedule(config: OptimizerConfig, total_steps: int) -> optax.Schedule:
@@ -17,7 +17,7 @@ def learning_rate_schedule(config: OptimizerConfig, total_steps: int) -> optax.S
     if config.schedule == "warmup_cosine":
         warmup = min(config.warmup_steps, total_steps - 1)
         return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(total_steps, warmup + 1), end)
-    raise DDMError(f"unknown schedule {config.schedule!r}; choose constant, cosine or warmup_cosine")
+    raise InputError(f"unknown schedule {config.schedule!r}; choose constant, cosine or warmup_cosine")
 
 
 def build_optimizer(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformation:
@@ -34,7 +34,7 @@ def build_optimizer(config: OptimizerConfig, total_steps: int) -> optax.Gradient
     elif config.name == "sgd":
         optimizer = optax.sgd(lr, momentum=momentum)
     else:
-        raise DDMError(f"unknown optimiser {config.name!r}; choose adam, adamw, rmsprop or sgd")
+        raise InputError(f"unknown optimiser {config.name!r}; choose adam, adamw, rmsprop or sgd")
     if config.grad_clip_norm > 0:
         return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), optimizer)
     return optimizer

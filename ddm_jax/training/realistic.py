@@ -44,7 +44,7 @@ from ddm_jax.constants import (
     norm_window_slice,
     wavelength_grid,
 )
-from ddm_jax.errors import DDMError
+from ddm_jax.errors import InputError
 from ddm_jax.model import bpt
 from ddm_jax.spectra.resample import grid_edges, overlap_sums, pixel_edges
 
@@ -151,7 +151,7 @@ def _build_tables() -> _Tables:
     rows.update({kind: grids["nlr"][nlr_classes[kind]] for kind in ("seyfert", "liner")})
     for kind, array in rows.items():
         if len(array) == 0:
-            raise DDMError(f"the nebular grids leave no {kind} rows in GRID_LIMITS (data/nebular_dust.npz damaged?)")
+            raise InputError(f"the nebular grids leave no {kind} rows in GRID_LIMITS (data/nebular_dust.npz damaged?)")
     template_edges = pixel_edges(templates.wavelength)
     max_pixels = int(np.diff(np.searchsorted(template_edges, grid_edges(N_BINS))).max())
     return _Tables(

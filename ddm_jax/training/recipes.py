@@ -1,12 +1,12 @@
 """Training recipes: the data, architecture and schedule that make a trained model, by name.
 
-    ddm-jax train runs/r --recipe realistic        # or: recipes.train_recipe("realistic", "runs/r")
+    ddm-jax train runs/r --recipe realistic        # or: workflow.train_recipe("realistic", "runs/r")
     ddm-jax demo                                   # the same recipe, cached, then `evaluate`
 
 | recipe | data | budget | for |
 |---|---|---|---|
 | `realistic` | `ddm_jax.realistic` (templates, photoionisation grids, dust, survey noise) | 5 min | the demo |
-| `realistic-hour` | the same, 4x the library | 1 hour | the README's longer run |
+| `realistic-hour` | the same, 4x the library | 1 hour | the longer run of docs/demo.md |
 | `formula` | `ddm_jax.synthetic` (formula continua, the earlier demo) | 5 min | comparison |
 | `tiny` | realistic, tiny networks | seconds | tests |
 
@@ -25,20 +25,12 @@ import dataclasses
 
 from ddm_jax.config import OptimizerConfig, TrainConfig
 from ddm_jax.constants import SNR_MIN
-from ddm_jax.errors import DDMError
+from ddm_jax.errors import InputError
 
 DDM_OPTIMIZER = OptimizerConfig(learning_rate=2e-3, warmup_steps=20)
-
-
 LONG_DDM_OPTIMIZER = OptimizerConfig(learning_rate=2e-3, warmup_steps=100)
-
-
 LONG_REGRESSOR_OPTIMIZER = OptimizerConfig(learning_rate=5e-4, warmup_steps=50)
-
-
 REGRESSOR_OPTIMIZER = OptimizerConfig(learning_rate=5e-4, warmup_steps=10)
-
-
 TINY_OPTIMIZER = OptimizerConfig(learning_rate=3e-3, warmup_steps=2)
 
 
@@ -81,7 +73,7 @@ class Recipe:
         budget_seconds = self.budget_seconds if budget_seconds is None else budget_seconds
         training = budget_seconds - self.overhead_seconds - 2 * self.startup_seconds
         if training <= 0:
-            raise DDMError(f"a budget of {budget_seconds:g} s leaves no time to train: this recipe needs more than "
+            raise InputError(f"a budget of {budget_seconds:g} s leaves no time to train: this recipe needs more than "
                            f"{self.overhead_seconds + 2 * self.startup_seconds:g} s for data, compilation and "
                            "evaluation")
         shares = (self.ddm_share * training, (1 - self.ddm_share) * training)
@@ -117,15 +109,15 @@ RECIPES = {
 
 def get_recipe(name: str) -> Recipe:
     if name not in RECIPES:
-        raise DDMError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}")
+        raise InputError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}")
     return RECIPES[name]
 
 
 def expects(recipe: Recipe) -> dict:
     """What a model trained by `recipe` expects of its inputs (checkpoint metadata)."""
-    described = {"realistic": "ddm_jax.realistic: BC03 populations, NebulaBayes HII/NLR line grids, dust, "
+    described = {"realistic": "ddm_jax.training.realistic: BC03 populations, NebulaBayes HII/NLR line grids, dust, "
                               "survey-like noise (docs/realistic.md)",
-                 "formula": "ddm_jax.synthetic: formula continua and line ratios"}
+                 "formula": "ddm_jax.training.synthetic: formula continua and line ratios"}
     return {"needs_mass": False, "grid": "rest-frame vacuum, 3700 + 2 i A, 2208 bins",
             "normalisation": "(x - median) / std over 4000 < lambda <= 7000 A, mass 1",
             "trained_on": described[recipe.data], "line_snr_min": SNR_MIN}

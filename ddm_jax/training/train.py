@@ -34,10 +34,11 @@ from jax.sharding import NamedSharding, PartitionSpec
 from ddm_jax.batching import device_mesh
 from ddm_jax.config import NETWORKS, DDMConfig, RegressorConfig, TrainConfig, config_from_dict, config_to_dict
 from ddm_jax.constants import LINE_QUANTITIES
-from ddm_jax.errors import DDMError
+from ddm_jax.errors import InputError
 from ddm_jax.io.checkpoint import load_checkpoint, save_checkpoint
 from ddm_jax.io.safe import changed_settings, write_json_atomic, write_text_atomic
 from ddm_jax.model.models import fresh_params
+from ddm_jax.model.scoring import TrustCalibration
 from ddm_jax.progress import Progress
 from ddm_jax.training.input_pipeline import SpectralLibrary, library_fingerprint
 from ddm_jax.training.optimizers import build_optimizer, learning_rate_schedule
@@ -60,7 +61,7 @@ class TrainResult(NamedTuple):
 
 def _check_network(network: str) -> None:
     if network not in NETWORKS:
-        raise DDMError(f"unknown network {network!r}; choose one of {NETWORKS}")
+        raise InputError(f"unknown network {network!r}; choose one of {NETWORKS}")
 
 
 def starting_params(network: str, seed: int, model_config=None, init_from=None):
@@ -73,7 +74,7 @@ def starting_params(network: str, seed: int, model_config=None, init_from=None):
     ddm_params, regressor_params, metadata = load_checkpoint(init_from)
     saved = config_from_dict(DEFAULT_CONFIGS[network], metadata[f"{network}_config"])
     if model_config is not None and model_config != saved:
-        raise DDMError(f"the {network} architecture asked for differs from the one in {init_from}")
+        raise InputError(f"the {network} architecture asked for differs from the one in {init_from}")
     return {"ddm": ddm_params, "regressor": regressor_params}[network], saved
 
 
@@ -83,7 +84,7 @@ def _check_run_settings(run_dir: Path, settings: dict) -> None:
     if not path.exists():
         write_json_atomic(path, settings)
     elif changed := changed_settings(path, settings):
-        raise DDMError(f"{run_dir} holds a run with other settings ({', '.join(changed)}): "
+        raise InputError(f"{run_dir} holds a run with other settings ({', '.join(changed)}): "
                        "resume it with the same settings or use a new run directory")
 
 
@@ -121,7 +122,7 @@ def train(run_dir, network: str, library: SpectralLibrary, config: TrainConfig =
     mesh = device_mesh()
     config.validate(mesh.size)
     if network == "regressor" and not library.has_lines:
-        raise DDMError("training the regressor needs the library's line quantities (sf_lines, agn_lines); "
+        raise InputError("training the regressor needs the library's line quantities (sf_lines, agn_lines); "
                        "add them or train the DDM only (--no-regressor)")
     params, model_config = starting_params(network, config.seed, model_config, init_from)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -236,13 +237,14 @@ def train_networks(run_dir, library: SpectralLibrary, configs: Mapping[str, Trai
 
 
 def export_checkpoint(path, results: Mapping[str, TrainResult], overwrite: bool = False,
-                      extra: dict | None = None) -> Path:
+                      extra: dict | None = None, trust: TrustCalibration | None = None) -> Path:
     """Save both networks' params as a ddm-jax checkpoint (`decompose` and `--init-from` read it),
-    with how each was trained and `extra` metadata."""
+    with how each was trained, `extra` metadata and the `trust` calibration, in one atomic write."""
     training = {network: None if r.train_config is None else
                 {"step": r.step, "completed": r.completed, "config": config_to_dict(r.train_config)}
                 for network, r in results.items()}
     metadata = {"ddm_config": config_to_dict(results["ddm"].model_config),
                 "regressor_config": config_to_dict(results["regressor"].model_config),
                 "training": {**training, "line_quantities": list(LINE_QUANTITIES)}, **(extra or {})}
-    return save_checkpoint(path, results["ddm"].params, results["regressor"].params, metadata, overwrite=overwrite)
+    return save_checkpoint(path, results["ddm"].params, results["regressor"].params, metadata, overwrite=overwrite,
+                           trust=trust)

@@ -1,4 +1,6 @@
-"""TODO docstring"""
+"""Training by a named recipe (`recipes`): `train_recipe` draws the libraries (`make_library`),
+trains or resumes both networks, calibrates trust on held-out spectra and exports a checkpoint that
+says what it expects; `fingerprint` is the cache key of what it trains."""
 
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ import numpy as np
 from ddm_jax import __version__, constants
 from ddm_jax.astro import nebular, templates
 from ddm_jax.config import PRESETS, config_to_dict
-from ddm_jax.errors import DDMError
-from ddm_jax.io.checkpoint import attach_trust, load_checkpoint
+from ddm_jax.errors import InputError
+from ddm_jax.io.checkpoint import load_checkpoint
 from ddm_jax.io.safe import load_npz, save_npz_atomic, sha256_file
 from ddm_jax.progress import log
 from ddm_jax.training import input_pipeline, realistic, synthetic
@@ -26,14 +28,8 @@ from ddm_jax.training.recipes import Recipe, expects, get_recipe
 from ddm_jax.training.train import export_checkpoint, train_networks
 
 HELD_OUT_FILE = "held_out.npz"
-
-
 RUN_DIR = "runs"  # until both networks are trained
-
-
 MODEL_DIR = "model"
-
-
 CALIBRATION_COMPOSITES_PER_SPECTRUM = 4  # random pairs of the calibration set's SF and AGN spectra
 
 
@@ -62,7 +58,7 @@ def make_library(recipe: Recipe) -> tuple[SpectralLibrary, SpectralLibrary, Spec
     elif recipe.data == "formula":
         library = synthetic_library(recipe.library_seed, n, n, recipe.snr, recipe.spread)
     else:
-        raise DDMError(f"unknown recipe data {recipe.data!r}: 'realistic' or 'formula'")
+        raise InputError(f"unknown recipe data {recipe.data!r}: 'realistic' or 'formula'")
     train = slice(None, recipe.library_size)
     held = slice(recipe.library_size, recipe.library_size + recipe.held_out_size)
     calibration = slice(recipe.library_size + recipe.held_out_size, None)
@@ -81,7 +77,7 @@ def held_out_composites(recipe: Recipe, held_out: SpectralLibrary) -> dict[str, 
               "true_agn_spectrum": agn_true, "true_line_ratios": lines}
     if held_out.has_ivar:
         arrays["ivar"] = composite_ivar(np.asarray(held_out.sf_ivar[sf_index]),
-                                              np.asarray(held_out.agn_ivar[agn_index]), np.asarray(w))
+                                        np.asarray(held_out.agn_ivar[agn_index]), np.asarray(w))
     return {key: np.asarray(value) for key, value in arrays.items()}
 
 
@@ -95,7 +91,7 @@ def train_recipe(name: str, run_dir, budget_seconds: float | None = None, progre
     recipe = get_recipe(name)
     budget_seconds = recipe.budget_seconds if budget_seconds is None else budget_seconds
     if not budget_seconds > 0:
-        raise DDMError(f"the budget must be a positive number of seconds, got {budget_seconds}")
+        raise InputError(f"the budget must be a positive number of seconds, got {budget_seconds}")
     run_dir = Path(run_dir)
     model = run_dir / MODEL_DIR
     configs = PRESETS[recipe.preset]
@@ -132,9 +128,9 @@ def train_recipe(name: str, run_dir, budget_seconds: float | None = None, progre
     n_calibration = CALIBRATION_COMPOSITES_PER_SPECTRUM * recipe.held_out_size
     log(f"calibrating trust on {n_calibration} composites of a second held-out set")
     calibration = calibrate_from_library(ddm.params, ddm.model_config, calibration_set, n_calibration,
-                                               seed=recipe.composite_seed + 1)
-    export_checkpoint(model, results, overwrite=True, extra={"recipe": info, "expects": expects(recipe)})
-    attach_trust(model, calibration)
+                                         seed=recipe.composite_seed + 1)
+    export_checkpoint(model, results, overwrite=True, extra={"recipe": info, "expects": expects(recipe)},
+                      trust=calibration)
     save_npz_atomic(run_dir / HELD_OUT_FILE, data)  # its presence marks a finished run
     shutil.rmtree(run_dir / RUN_DIR)  # optimiser states and all: hundreds of MB the model supersedes
     return {**trained, "model": model}

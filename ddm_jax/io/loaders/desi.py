@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ddm_jax.errors import DDMError
+from ddm_jax.errors import InputError
 from ddm_jax.io.fits import column_names, hdu_names, read_fits_guarded
 from ddm_jax.io.loaders.registry import companion_file, fits_loader, read_fits
 from ddm_jax.spectra.spectrum import FITS_SUFFIXES, Spectrum, spectrum_id
@@ -17,11 +17,7 @@ from ddm_jax.spectra.spectrum import FITS_SUFFIXES, Spectrum, spectrum_id
 # DESI: the redshift catalogue of `coadd-X.fits` is `redrock-X.fits` (HDU REDSHIFTS), or in
 # older productions `zbest-X.fits` (HDU ZBEST), in the same folder.
 DESI_COADD_PREFIX = "coadd-"
-
-
 DESI_REDSHIFT_FILES = (("redrock-", "REDSHIFTS"), ("zbest-", "ZBEST"))
-
-
 DESI_CHUNK = 256  # targets merged at a time
 
 
@@ -43,22 +39,22 @@ def _desi_from_hdul(path: Path, hdul) -> list[Spectrum]:
     arms = _desi_arms(names)
     fibermap = hdul["FIBERMAP"]
     if "TARGETID" not in column_names(fibermap):
-        raise DDMError(f"{path}: FIBERMAP lacks column TARGETID")
+        raise InputError(f"{path}: FIBERMAP lacks column TARGETID")
     targets = np.asarray(fibermap.data["TARGETID"]).astype(np.int64)
     wavelengths, fluxes, ivars, goods = [], [], [], []
     for arm in arms:
         if f"{arm}_IVAR" not in names:
-            raise DDMError(f"{path}: lacks {arm}_IVAR (has {', '.join(names)})")
+            raise InputError(f"{path}: lacks {arm}_IVAR (has {', '.join(names)})")
         wavelength = np.asarray(hdul[f"{arm}_WAVELENGTH"].data, dtype=np.float64)
         flux = np.atleast_2d(np.asarray(hdul[f"{arm}_FLUX"].data, dtype=np.float64))
         ivar = np.atleast_2d(np.asarray(hdul[f"{arm}_IVAR"].data, dtype=np.float64))
         mask = (np.atleast_2d(np.asarray(hdul[f"{arm}_MASK"].data)) if f"{arm}_MASK" in names
                 else np.zeros(flux.shape, np.int32))
         if not (flux.shape == ivar.shape == mask.shape == (len(targets), wavelength.size)):
-            raise DDMError(f"{path}: camera {arm}: FLUX {flux.shape}, IVAR {ivar.shape}, MASK {mask.shape} "
+            raise InputError(f"{path}: camera {arm}: FLUX {flux.shape}, IVAR {ivar.shape}, MASK {mask.shape} "
                            f"disagree with {len(targets)} FIBERMAP targets x {wavelength.size} wavelengths")
         if wavelength.size < 2 or not np.all(np.diff(wavelength) > 0):
-            raise DDMError(f"{path}: {arm}_WAVELENGTH is not strictly increasing")
+            raise InputError(f"{path}: {arm}_WAVELENGTH is not strictly increasing")
         wavelengths.append(wavelength)
         fluxes.append(flux)
         ivars.append(ivar)
@@ -144,11 +140,11 @@ def read_desi_redshifts(path: str | os.PathLike) -> dict[int, tuple[float, int]]
     def parse(hdul):
         hdu = next((name for _, name in DESI_REDSHIFT_FILES if name in hdul), None)
         if hdu is None:
-            raise DDMError(f"{path}: no REDSHIFTS or ZBEST table (HDUs: {', '.join(hdu_names(hdul))})")
+            raise InputError(f"{path}: no REDSHIFTS or ZBEST table (HDUs: {', '.join(hdu_names(hdul))})")
         columns = column_names(hdul[hdu])
         missing = [c for c in ("TARGETID", "Z") if c not in columns]
         if missing:
-            raise DDMError(f"{path}: {hdu} table lacks column(s) {', '.join(missing)}")
+            raise InputError(f"{path}: {hdu} table lacks column(s) {', '.join(missing)}")
         data = hdul[hdu].data
         zwarn = data["ZWARN"] if "ZWARN" in columns else np.zeros(len(data), np.int64)
         return {int(t): (float(z), int(w)) for t, z, w in zip(data["TARGETID"], data["Z"], zwarn)}
@@ -185,7 +181,7 @@ def _is_redshift_catalogue(names: list[str], hdul) -> bool:
 
 
 def _refuse_redshift_catalogue(path: Path, hdul) -> list[Spectrum]:
-    raise DDMError(f"{path}: is a DESI redshift catalogue, not spectra: give the coadd-*.fits file "
+    raise InputError(f"{path}: is a DESI redshift catalogue, not spectra: give the coadd-*.fits file "
                    "(its redshifts are read from here)")
 
 

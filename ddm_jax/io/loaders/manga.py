@@ -11,13 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ddm_jax.errors import DDMError
+from ddm_jax.errors import InputError
 from ddm_jax.io.loaders.registry import fits_loader, read_fits
 from ddm_jax.spectra.spectrum import Spectrum, spectrum_id
 
 MANGA_IMAGES = ("FLUX", "IVAR", "MASK", "WAVE")
-
-
 # MANGA_DRP2PIXMASK bits that describe a fibre without marking its pixels bad.
 MANGA_RSS_INFO_BITS = (1 << 10) | (1 << 11) | (1 << 12)  # SMEARIMAGE, SMEARHIGHSN, SMEARMEDSN
 
@@ -48,11 +46,11 @@ def _manga_images(path: Path, hdul, ndim: int) -> tuple[np.ndarray, ...]:
     wave = np.asarray(hdul["WAVE"].data, dtype=np.float64)
     flux, ivar, mask = (np.asarray(hdul[name].data) for name in ("FLUX", "IVAR", "MASK"))
     if flux.ndim != ndim or not flux.shape == ivar.shape == mask.shape:
-        raise DDMError(f"{path}: FLUX {flux.shape}, IVAR {ivar.shape} and MASK {mask.shape} must agree "
+        raise InputError(f"{path}: FLUX {flux.shape}, IVAR {ivar.shape} and MASK {mask.shape} must agree "
                        f"({ndim}-d)")
     n_wave = flux.shape[0] if ndim == 3 else flux.shape[-1]
     if wave.ndim != 1 or wave.size != n_wave:
-        raise DDMError(f"{path}: WAVE has {wave.size} samples, FLUX {n_wave}")
+        raise InputError(f"{path}: WAVE has {wave.size} samples, FLUX {n_wave}")
     return wave, flux, ivar, mask
 
 
@@ -86,7 +84,7 @@ def _manga_cube_from_hdul(path: Path, hdul) -> list[Spectrum]:
     usable = _usable(flux, ivar, mask != 0)
     jj, ii = np.nonzero(usable.any(axis=0))  # (y, x) of spaxels with a good pixel
     if not ii.size:
-        raise DDMError(f"{path}: every spaxel is masked (MASK != 0 or IVAR <= 0 everywhere): no spectrum")
+        raise InputError(f"{path}: every spaxel is masked (MASK != 0 or IVAR <= 0 everywhere): no spectrum")
     name = _manga_name(path, hdul[0].header)
     wcs = _celestial_wcs(hdul["FLUX"].header, flux.shape[1:])
     rows = {k: np.ascontiguousarray(a[:, jj, ii].T, dtype=dt)
@@ -101,7 +99,7 @@ def _manga_rss_from_hdul(path: Path, hdul) -> list[Spectrum]:
     usable = _usable(flux, ivar, (mask.astype(np.int64) & ~MANGA_RSS_INFO_BITS) != 0)
     (rows,) = np.nonzero(usable.any(axis=1))
     if not rows.size:
-        raise DDMError(f"{path}: every row is masked (MASK bad or IVAR <= 0 everywhere): no spectrum")
+        raise InputError(f"{path}: every row is masked (MASK bad or IVAR <= 0 everywhere): no spectrum")
     name = _manga_name(path, hdul[0].header)
     return [Spectrum(f"{name}#f{k}", str(path), wave, flux[k].astype(np.float64), ivar[k].astype(np.float64),
                      usable[k], None, position=(int(k),), survey_id=_manga_survey_id(name))
@@ -112,7 +110,7 @@ def _manga_dap_test_from_hdul(path: Path, hdul) -> list[Spectrum]:
     wave, flux, ivar, mask = _manga_images(path, hdul, 2)
     z = np.asarray(hdul["Z"].data, dtype=np.float64).ravel()
     if z.size != flux.shape[0]:
-        raise DDMError(f"{path}: Z has {z.size} values for {flux.shape[0]} spectra")
+        raise InputError(f"{path}: Z has {z.size} values for {flux.shape[0]} spectra")
     stem = spectrum_id(path)
     return [Spectrum(f"{stem}#{k}", str(path), wave, flux[k].astype(np.float64), ivar[k].astype(np.float64),
                      mask[k] == 0, float(z[k]) if np.isfinite(z[k]) else None)

@@ -41,7 +41,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from ddm_jax.errors import DDMError
+from ddm_jax.errors import DDMError, InputError, MissingFileError
 from ddm_jax.io.fits import hdu_names, read_fits_guarded
 from ddm_jax.spectra.spectrum import ARRAY_SUFFIXES, FITS_SUFFIXES, Spectrum, file_suffix, validate
 
@@ -118,7 +118,7 @@ def read_fits(path: str | os.PathLike, expect: tuple[str, ...] | None = None) ->
         # a layout without spectra is refused by its own parser, whatever was expected
         if loader is None or (expect is not None and layout not in expect and loader.description is not None):
             wanted = [d for name, d in layouts().items() if expect is None or name in expect]
-            raise DDMError(f"{path}: not a FITS layout ddm-jax reads (HDUs: {', '.join(hdu_names(hdul))}); "
+            raise InputError(f"{path}: not a FITS layout ddm-jax reads (HDUs: {', '.join(hdu_names(hdul))}); "
                            f"it reads {'; '.join(wanted)}")
         return layout, loader.parse(path, hdul)
 
@@ -151,13 +151,13 @@ def read_any(path: Path) -> list[Spectrum]:
     """FITS files by content (`read_fits`), arrays by suffix; raises DDMError naming the file."""
     path = Path(path)
     if not path.exists():
-        raise DDMError(f"{path}: no such file")
+        raise MissingFileError(f"{path}: no such file")
     suffix = file_suffix(path)
     if suffix in FITS_SUFFIXES:
         return read_fits(path)
     if suffix in _ARRAY_LOADERS:
         return _ARRAY_LOADERS[suffix](path)
-    raise DDMError(f"{path}: unknown file type {suffix!r} (want {', '.join(FITS_SUFFIXES + ARRAY_SUFFIXES)})")
+    raise InputError(f"{path}: unknown file type {suffix!r} (want {', '.join(FITS_SUFFIXES + ARRAY_SUFFIXES)})")
 
 
 def read_many(paths: list[Path], z_override: dict[str, float] | None = None,

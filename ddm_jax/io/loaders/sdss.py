@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ddm_jax.errors import DDMError
+from ddm_jax.errors import InputError
 from ddm_jax.io.fits import column_names, read_fits_guarded
 from ddm_jax.io.loaders.registry import fits_loader
 from ddm_jax.spectra.spectrum import Spectrum, spectrum_id
@@ -60,11 +60,11 @@ def _coadd_columns(path: Path, hdul) -> dict[str, np.ndarray]:
     elif len(hdul) > 1:
         table = hdul[1]  # older spec files leave the first extension unnamed
     else:
-        raise DDMError(f"{path}: no COADD table (is this an SDSS spec-*.fits file?)")
+        raise InputError(f"{path}: no COADD table (is this an SDSS spec-*.fits file?)")
     names = [n.lower() for n in column_names(table)]
     missing = [c for c in COADD_COLUMNS if c not in names]
     if missing:
-        raise DDMError(f"{path}: COADD table lacks column(s) {', '.join(missing)}")
+        raise InputError(f"{path}: COADD table lacks column(s) {', '.join(missing)}")
     return {c: np.asarray(table.data[c], dtype=np.float64 if c != "and_mask" else np.int64)
             for c in COADD_COLUMNS}
 

@@ -1,4 +1,6 @@
-"""TODO docstring"""
+"""The output readers: one interface (`OutputReader`: rows, keys, shape, dtype, read a block of
+rows) over in-memory arrays, a streamed `decompose` folder and a concatenation of shares; the
+provenance every output carries (`provenance_now`, `output_arrays`)."""
 
 from __future__ import annotations
 
@@ -11,16 +13,13 @@ import numpy as np
 
 from ddm_jax import __version__
 from ddm_jax.constants import wavelength_grid
-from ddm_jax.errors import DDMError
+from ddm_jax.errors import InputError
 from ddm_jax.io.safe import Declared, NpyArray, refuse_beyond_memory
-from ddm_jax.schema import PROVENANCE_CARDS, SHARED_KEYS
+from ddm_jax.schema import MANIFEST, PROVENANCE_CARDS, SHARED_KEYS
 
 FITS_NAMES = (".fits", ".fit", ".fts")  # what a catalogue's name ends in (uncompressed: it is memory-mapped)
 
-
 BLOCK_ROWS = 8192  # catalogue rows read and written at a time
-
-
 BLOCK_BYTES = 16 << 20  # and at most this much of an image: memory stays flat however many rows
 
 
@@ -91,15 +90,15 @@ class ArraysOutput(OutputReader):
     def __init__(self, arrays: dict[str, np.ndarray], path="<arrays>"):
         self.path = Path(path)
         if "sf_fraction" not in arrays and "flux" not in arrays:
-            raise DDMError(f"{path}: not a decompose or prepare output (no sf_fraction, no flux)")
+            raise InputError(f"{path}: not a decompose or prepare output (no sf_fraction, no flux)")
         per_row = {k: np.asarray(v) for k, v in arrays.items() if k not in SHARED_KEYS}
         if not per_row:
-            raise DDMError(f"{path}: holds no per-spectrum arrays")
+            raise InputError(f"{path}: holds no per-spectrum arrays")
         counts = {k: v.shape[0] if v.ndim else None for k, v in per_row.items()}
         self.rows = counts.get("sf_fraction", counts.get("flux"))
         wrong = [f"{k} {v.shape}" for k, v in per_row.items() if counts[k] != self.rows]
         if wrong:
-            raise DDMError(f"{path}: {', '.join(wrong)}: expected {self.rows} rows like the others")
+            raise InputError(f"{path}: {', '.join(wrong)}: expected {self.rows} rows like the others")
         self._arrays, self.keys = per_row, tuple(per_row)
         self.wavelength = np.asarray(arrays.get("wavelength", wavelength_grid()), np.float32)
         self.shared = {k: np.asarray(arrays[k]) for k in ("line_names", "format") if k in arrays}
@@ -121,9 +120,9 @@ def _provenance_of(value, path) -> dict:
     try:
         provenance = json.loads(str(np.asarray(value)))
     except json.JSONDecodeError as err:
-        raise DDMError(f"{path}: its provenance is not JSON ({err})") from None
+        raise InputError(f"{path}: its provenance is not JSON ({err})") from None
     if not isinstance(provenance, dict):
-        raise DDMError(f"{path}: its provenance is not a JSON object")
+        raise InputError(f"{path}: its provenance is not a JSON object")
     return provenance
 
 
@@ -132,20 +131,20 @@ class FolderOutput(OutputReader):
 
     def __init__(self, path):
         self.path = Path(path)
-        manifest_file = self.path / "manifest.json"
+        manifest_file = self.path / MANIFEST
         if not manifest_file.is_file():
-            raise DDMError(f"{path}: not a finished decompose output folder (no manifest.json)")
+            raise InputError(f"{path}: not a finished decompose output folder (no manifest.json)")
         try:
             manifest = json.loads(manifest_file.read_text())
             keys = manifest["keys"]
         except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise DDMError(f"{manifest_file}: unreadable manifest ({err})") from None
+            raise InputError(f"{manifest_file}: unreadable manifest ({err})") from None
         self._arrays = {key: NpyArray(self.path / f"{key}.npy", key) for key in keys}
         self.keys = tuple(keys)
         self.rows = self._arrays[self.keys[0]].rows
         wrong = [k for k, a in self._arrays.items() if a.rows != self.rows]
         if wrong:
-            raise DDMError(f"{path}: {', '.join(wrong)} do not have {self.rows} rows like {self.keys[0]}")
+            raise InputError(f"{path}: {', '.join(wrong)} do not have {self.rows} rows like {self.keys[0]}")
         wavelength = NpyArray(self.path / "wavelength.npy", "wavelength")
         wavelength.as_one_row()
         self.wavelength = wavelength.read(0, 1).reshape(-1)
@@ -169,7 +168,7 @@ class ConcatenatedOutput(OutputReader):
         first = parts[0]
         if any(set(p.keys) != set(first.keys) or any(p.shape(k)[1:] != first.shape(k)[1:] for k in first.keys)
                for p in parts):
-            raise DDMError(f"{', '.join(str(p.path) for p in parts)}: the parts hold different arrays")
+            raise InputError(f"{', '.join(str(p.path) for p in parts)}: the parts hold different arrays")
         self.parts, self.path, self.keys = parts, first.path, first.keys
         self.starts = np.cumsum([0] + [p.rows for p in parts])
         self.rows = int(self.starts[-1])

@@ -1,4 +1,5 @@
-"""TODO docstring"""
+"""Reading a FITS catalogue back (`FitsOutput`): the layout card checked against the file when it
+opens, then the arrays of the `.npz` it was written from, bit for bit, a block of rows at a time."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from ddm_jax.constants import wavelength_grid
-from ddm_jax.errors import DDMError, first_line
+from ddm_jax.errors import DDMError, InputError, first_line
 from ddm_jax.io.fits import check_fits_structure
 from ddm_jax.io.outputs.base import OutputReader
-from ddm_jax.io.outputs.layout import _wcs_wavelength
+from ddm_jax.io.outputs.layout import wcs_wavelength
 from ddm_jax.schema import CATALOG_FORMAT, PROVENANCE_CARDS
 
 
@@ -34,7 +35,7 @@ class FitsOutput(OutputReader):
             except (OSError, ValueError, IndexError, fits.VerifyError) as err:
                 if hasattr(self, "_hdul"):
                     self._hdul.close()
-                raise DDMError(f"{path}: unreadable FITS file ({first_line(err)})") from None
+                raise InputError(f"{path}: unreadable FITS file ({first_line(err)})") from None
         try:  # a refused file is closed
             self._read_primary(primary, [w for w in caught if issubclass(w.category, fits.verify.VerifyWarning)])
         except DDMError:
@@ -46,16 +47,16 @@ class FitsOutput(OutputReader):
 
         path = self.path
         if damaged:
-            raise DDMError(f"{path}: damaged FITS file ({first_line(damaged[0].message)})")
+            raise InputError(f"{path}: damaged FITS file ({first_line(damaged[0].message)})")
         if primary.get("DDMFORM") != CATALOG_FORMAT:
-            raise DDMError(f"{path}: not a ddm-jax catalogue (DDMFORM is {primary.get('DDMFORM')!r}, "
+            raise InputError(f"{path}: not a ddm-jax catalogue (DDMFORM is {primary.get('DDMFORM')!r}, "
                            f"expected {CATALOG_FORMAT!r}); `ddm-jax export` writes one")
         try:
             layout = json.loads(primary["DDMLAYOU"])
             self._layout, self.shared, self.rows = layout["arrays"], layout["shared"], layout["rows"]
             self._check_layout()
         except (KeyError, TypeError, ValueError, AttributeError, fits.VerifyError) as err:
-            raise DDMError(f"{path}: damaged layout card DDMLAYOU ({type(err).__name__}: {err})") from None
+            raise InputError(f"{path}: damaged layout card DDMLAYOU ({type(err).__name__}: {err})") from None
         self.keys = tuple(self._layout)
         self.provenance = {name: primary[card] for name, (card, _) in PROVENANCE_CARDS.items() if card in primary}
         self.wavelength = wavelength_grid()
@@ -83,7 +84,7 @@ class FitsOutput(OutputReader):
                 if (header.get("NAXIS"), header.get("NAXIS1"), header.get("NAXIS2"), shape) != (
                         2, n_bins, self.rows, (n_bins,)):
                     raise ValueError(f"{entry['hdu']}: not ({self.rows}, {n_bins}) spectra")
-                wave = _wcs_wavelength(header, n_bins)
+                wave = wcs_wavelength(header, n_bins)
                 if not np.allclose(wave, wavelength_grid()):
                     raise ValueError(f"{entry['hdu']}'s wavelength WCS is not the rest-frame grid")
             else:
@@ -101,7 +102,7 @@ class FitsOutput(OutputReader):
         try:
             return self._hdul[name]
         except KeyError:
-            raise DDMError(f"{self.path}: HDU {name} (for {key}) is missing") from None
+            raise InputError(f"{self.path}: HDU {name} (for {key}) is missing") from None
 
     def shape(self, key):
         return (self.rows,) + tuple(self._layout[key]["shape"])
@@ -115,7 +116,7 @@ class FitsOutput(OutputReader):
         try:
             return self._read(key, start, stop)
         except (ValueError, TypeError, KeyError, IndexError, AttributeError, OSError, VerifyError) as err:
-            raise DDMError(f"{self.path}: cannot read {key} ({type(err).__name__}: {str(err)[:200]})") from None
+            raise InputError(f"{self.path}: cannot read {key} ({type(err).__name__}: {str(err)[:200]})") from None
 
     def _read(self, key, start, stop):
         entry = self._layout[key]

@@ -28,7 +28,7 @@ import numpy as np
 from ddm_jax.constants import WAVELENGTH_STEP
 from ddm_jax.io.fits import FITS_BLOCK
 from ddm_jax.io.outputs.base import BLOCK_BYTES, BLOCK_ROWS, OutputReader
-from ddm_jax.io.outputs.layout import _Column, _id_columns, _string_width, _table_columns, plan_layout
+from ddm_jax.io.outputs.layout import Column, id_columns, plan_layout, string_width, table_columns
 from ddm_jax.io.safe import write_atomic
 from ddm_jax.model.bpt import CLASS_NAMES, UNDEFINED
 from ddm_jax.schema import CATALOG, CATALOG_FORMAT, PROVENANCE_CARDS, SOURCES, SPECTRUM_UNITS
@@ -124,7 +124,7 @@ def _maps(reader: OutputReader, wcs_by_source: dict[str, str]) -> list:
     return maps
 
 
-def _described_columns_comments(columns: list[_Column]) -> list[str]:
+def _described_columns_comments(columns: list[Column]) -> list[str]:
     """The COMMENT cards in which astropy keeps column descriptions (its serialized-columns YAML), so
     that `Table.read` gives each column its description back."""
     from astropy.io import fits
@@ -147,10 +147,10 @@ def write_fits(path, reader: OutputReader, progress=None) -> Path:
     from astropy.io import fits
 
     layout = plan_layout(reader)
-    widths = {k: _string_width(reader, k) for k in reader.keys
+    widths = {k: string_width(reader, k) for k in reader.keys
               if reader.dtype(k).kind == "U" and layout[k]["hdu"] == CATALOG}
-    id_columns, ids = _id_columns(reader)
-    columns = id_columns + _table_columns(reader, layout, widths)
+    identifier_columns, ids = id_columns(reader)
+    columns = identifier_columns + table_columns(reader, layout, widths)
     record = np.dtype([c.record_field() for c in columns])
     table_header = fits.BinTableHDU.from_columns([c.fits_column() for c in columns], nrows=0, name=CATALOG).header
     if table_header["NAXIS1"] != record.itemsize:

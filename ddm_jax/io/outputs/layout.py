@@ -1,4 +1,5 @@
-"""TODO docstring"""
+"""How the arrays of an output map onto a FITS catalogue: column formats and names (one column per
+line quantity and part), the table's columns, survey-id columns, the layout card (`plan_layout`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import re
 import numpy as np
 
 from ddm_jax.constants import LINE_QUANTITIES
-from ddm_jax.errors import DDMError
+from ddm_jax.errors import InputError
 from ddm_jax.io.outputs.base import BLOCK_ROWS, OutputReader
 from ddm_jax.schema import (
     CATALOG,
@@ -30,7 +31,7 @@ def fits_format(dtype: np.dtype, key: str, width: int = 0) -> tuple[str, np.dtyp
                "u1": ("B", "u1"), "i1": ("I", ">i2"), "b1": ("L", "S1")}  # int8 widens: FITS bytes are unsigned
     code = dtype.str[1:]
     if code not in formats:
-        raise DDMError(f"{key}: cannot store dtype {dtype} in a FITS table")
+        raise InputError(f"{key}: cannot store dtype {dtype} in a FITS table")
     letter, stored = formats[code]
     return letter, np.dtype(stored)
 
@@ -65,7 +66,7 @@ def plan_layout(reader: OutputReader) -> dict:
     return layout
 
 
-def _wcs_wavelength(header, n: int) -> np.ndarray:
+def wcs_wavelength(header, n: int) -> np.ndarray:
     return (header["CRVAL1"] + header["CDELT1"] * (np.arange(n) + 1 - header["CRPIX1"])).astype(np.float32)
 
 
@@ -93,7 +94,7 @@ def survey_ids(survey_id, position) -> dict[str, np.ndarray]:
     return out
 
 
-class _Column:
+class Column:
     def __init__(self, name, key, index, values_dtype, width=0, unit=None, description=None, row_shape=()):
         self.name, self.key, self.index = name, key, index
         self.letter, self.stored = fits_format(values_dtype, name, width)
@@ -122,7 +123,7 @@ class _Column:
             try:
                 return np.char.encode(values.astype(str), "ascii")
             except UnicodeEncodeError as err:
-                raise DDMError(f"{self.key}: FITS tables hold ASCII text only; {err.object!r} is not") from None
+                raise InputError(f"{self.key}: FITS tables hold ASCII text only; {err.object!r} is not") from None
         return values.reshape(values.shape[0], -1) if self.repeat > 1 else values
 
 
@@ -139,7 +140,7 @@ def _describe(name: str) -> str | None:
     return None
 
 
-def _table_columns(reader: OutputReader, layout: dict, string_widths: dict) -> list[_Column]:
+def table_columns(reader: OutputReader, layout: dict, string_widths: dict) -> list[Column]:
     columns = []
     for key, entry in layout.items():
         if entry["hdu"] != CATALOG:
@@ -148,14 +149,14 @@ def _table_columns(reader: OutputReader, layout: dict, string_widths: dict) -> l
         if entry["split"]:
             parts = np.ndindex(*row_shape)
             for name, index in zip(entry["columns"], parts):
-                columns.append(_Column(name, key, index, dtype, description=_describe(name)))
+                columns.append(Column(name, key, index, dtype, description=_describe(name)))
         else:
-            columns.append(_Column(key, key, None, dtype, string_widths.get(key, 0), UNITS.get(key), _describe(key),
+            columns.append(Column(key, key, None, dtype, string_widths.get(key, 0), UNITS.get(key), _describe(key),
                                    row_shape))
     return columns
 
 
-def _string_width(reader: OutputReader, key: str) -> int:
+def string_width(reader: OutputReader, key: str) -> int:
     width = 0
     for lo in range(0, reader.rows, BLOCK_ROWS):
         values = reader.read(key, lo, lo + BLOCK_ROWS)
@@ -163,13 +164,13 @@ def _string_width(reader: OutputReader, key: str) -> int:
     return width
 
 
-def _id_columns(reader: OutputReader) -> tuple[list[_Column], dict[str, np.ndarray]]:
+def id_columns(reader: OutputReader) -> tuple[list[Column], dict[str, np.ndarray]]:
     """Survey-id columns (derived from ids; not part of the `.npz`)."""
     if "survey_id" not in reader.keys:
         return [], {}
     position = reader.read("position") if "position" in reader.keys else None
     ids = survey_ids(reader.read("survey_id"), position)
     widths = {"survey": 5, "plateifu": 12}
-    columns = [_Column(name, name, None, values.dtype, widths.get(name, 0), None, DESCRIPTIONS[name])
+    columns = [Column(name, name, None, values.dtype, widths.get(name, 0), None, DESCRIPTIONS[name])
                for name, values in ids.items()]
     return columns, ids

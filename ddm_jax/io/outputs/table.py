@@ -1,11 +1,12 @@
-"""TODO docstring"""
+"""An output as an astropy Table (`catalog_table`): the FITS catalogue's columns, units and
+descriptions, without writing a file."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ddm_jax.io.outputs.base import ArraysOutput
-from ddm_jax.io.outputs.layout import _id_columns, _table_columns, plan_layout
+from ddm_jax.io.outputs.layout import id_columns, plan_layout, table_columns
 from ddm_jax.schema import CATALOG_FORMAT, PROVENANCE_CARDS
 
 
@@ -16,12 +17,12 @@ def catalog_table(arrays: dict[str, np.ndarray]):
 
     reader = ArraysOutput(arrays)
     layout = plan_layout(reader)
-    id_columns, ids = _id_columns(reader)
+    identifier_columns, ids = id_columns(reader)
     table = Table()
-    for column in id_columns:
+    for column in identifier_columns:
         table[column.name] = ids[column.name]
         table[column.name].description = column.description
-    for column in _table_columns(reader, layout, {}):
+    for column in table_columns(reader, layout, {}):
         values = reader.read(column.key)
         table[column.name] = values[(slice(None),) + column.index] if column.index is not None else values
         table[column.name].unit = column.unit
