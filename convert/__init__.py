@@ -94,7 +94,7 @@ def _first_fit(path: str, preset: str, source: dict, convert) -> ConvertedNetwor
         return ConvertedNetwork(network, name, config, params, source)
     best = max(failures, key=lambda err: err.matched)  # max keeps the first (released DDM) on ties
     raise InputError(f"{path}: not a weight file of the DDM or the line-ratio regressor"
-                   f"{'' if preset == 'auto' else f' ({preset} configuration)'}: {best}")
+                     f"{'' if preset == 'auto' else f' ({preset} configuration)'}: {best}")
 
 
 def convert_files(paths: list[str], preset: str = "auto") -> tuple[ConvertedNetwork, ConvertedNetwork]:
@@ -106,6 +106,6 @@ def convert_files(paths: list[str], preset: str = "auto") -> tuple[ConvertedNetw
         result = convert_file(path, preset)
         if result.network in converted:
             raise InputError(f"{paths[0]} and {paths[1]} both hold {result.network} weights; "
-                           "give one DDM file and one regressor file")
+                             "give one DDM file and one regressor file")
         converted[result.network] = result
     return converted["ddm"], converted["regressor"]

@@ -54,7 +54,7 @@ def _string_list_attr(path: str, group: h5py.Group, name: str) -> list[str] | No
         count = int(np.prod(shape, dtype=np.float64))
         if len(values) + count > MAX_NAMES:
             raise InputError(f"{path}: attribute {key!r} of {group.name!r} declares shape {shape}; "
-                           f"a Keras weight file lists at most {MAX_NAMES} names")
+                             f"a Keras weight file lists at most {MAX_NAMES} names")
         values.extend(np.atleast_1d(group.attrs[key]).ravel())
     return [v.decode("utf8") if isinstance(v, bytes) else str(v) for v in values]
 
@@ -73,7 +73,7 @@ def _hard_link(path: str, group: h5py.Group, name: str, what: str):
             return None
         if isinstance(link, h5py.ExternalLink):
             raise InputError(f"{path}: {what} is an external link to {link.filename}:{link.path}; "
-                           "a weight file must hold its own data")
+                             "a weight file must hold its own data")
         if not isinstance(link, h5py.HardLink):
             raise InputError(f"{path}: {what} is a {type(link).__name__} to {link.path}; Keras writes no links")
         node = node[part]
@@ -85,7 +85,7 @@ def _declared(path: str, dataset, where: str) -> DeclaredArray:
         raise InputError(f"{path}: {where} is a {type(dataset).__name__}, not a dataset")
     if dataset.is_virtual or dataset.external:
         raise InputError(f"{path}: {where} keeps its data in other files (virtual or external storage); "
-                       "a weight file must hold its own data")
+                         "a weight file must hold its own data")
     if dataset.shape is None:
         raise InputError(f"{path}: {where} declares no dataspace (an empty dataset)")
     dtype = dataset.dtype
@@ -93,7 +93,7 @@ def _declared(path: str, dataset, where: str) -> DeclaredArray:
         chunk_bytes = int(np.prod(dataset.chunks, dtype=np.float64)) * dtype.itemsize
         if chunk_bytes > max(MAX_CHUNK_BYTES, dataset.size * dtype.itemsize):
             raise InputError(f"{path}: {where} declares chunks {dataset.chunks} larger than the dataset "
-                           f"{dataset.shape}")
+                             f"{dataset.shape}")
 
     def load() -> np.ndarray:
         try:
@@ -140,10 +140,10 @@ def _check_libhdf5_survives(path: str) -> None:
                               capture_output=True, timeout=PROBE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise InputError(f"{path}: the HDF5 library did not finish reading it in {PROBE_TIMEOUT_S} s (a corrupt "
-                       "file?)") from None
+                         "file?)") from None
     if done.returncode < 0:
         raise InputError(f"{path}: the HDF5 library crashed reading it ({signal.Signals(-done.returncode).name}): "
-                       "a corrupt file")
+                         "a corrupt file")
 
 
 @contextlib.contextmanager
@@ -159,7 +159,7 @@ def open_keras_weights(path: str) -> Iterator[tuple[list[KerasLayer], str]]:
         raise
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as err:
         raise InputError(f"{path}: cannot read the HDF5 file (truncated or corrupt?): "
-                       f"{first_line(err)}") from None
+                         f"{first_line(err)}") from None
 
 
 def _layers(path: str, f: h5py.File) -> tuple[list[KerasLayer], str]:
@@ -176,7 +176,7 @@ def _layers(path: str, f: h5py.File) -> tuple[list[KerasLayer], str]:
         group = _hard_link(path, root, name, f"layer {name!r}")
         if group is None:
             raise InputError(f"{path}: layer {name!r} is listed in 'layer_names' but has no group "
-                           "(truncated or edited file?)")
+                             "(truncated or edited file?)")
         if not isinstance(group, h5py.Group):
             raise InputError(f"{path}: layer {name!r} is a {type(group).__name__}, not a group")
         weights = {}
@@ -185,7 +185,7 @@ def _layers(path: str, f: h5py.File) -> tuple[list[KerasLayer], str]:
             dataset = _hard_link(path, group, weight_name, where)
             if dataset is None:
                 raise InputError(f"{path}: layer {name!r} lists weight {weight_name!r} but the dataset "
-                               "is missing (truncated or edited file?)")
+                                 "is missing (truncated or edited file?)")
             weights[_weight_kind(weight_name)] = _declared(path, dataset, where)
         if weights:
             layers.append(KerasLayer(name, weights))

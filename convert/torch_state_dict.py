@@ -25,7 +25,7 @@ def read_state_dict(path: str) -> dict[str, DeclaredArray]:
     with open(path, "rb") as f:
         if f.read(1) == _PICKLE_PROTO:
             raise InputError(f"{path}: a PyTorch file in the legacy (pre-1.6) format, which is read whole before "
-                           "its shapes can be checked; save it again with torch.save(state_dict, path)")
+                             "its shapes can be checked; save it again with torch.save(state_dict, path)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # torch raises many types for corrupt, truncated or unsafe files
@@ -35,7 +35,7 @@ def read_state_dict(path: str) -> dict[str, DeclaredArray]:
     not_float = [key for key, value in state.items() if not value.is_floating_point()]
     if not_float:
         raise InputError(f"{path}: tensor {not_float[0]!r} is {state[not_float[0]].dtype}, not floating point; "
-                       "not a weight file of this model")
+                         "not a weight file of this model")
     return {key: DeclaredArray(tuple(value.shape), np.dtype(np.float32),
                                lambda value=value: value.detach().to(torch.float32, copy=True).numpy())
             for key, value in state.items()}

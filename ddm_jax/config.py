@@ -173,7 +173,7 @@ class TrainConfig:
             raise InputError("checkpoint_every and log_every must be positive")
         if not 0 <= self.dropout_free_steps <= self.steps:
             raise InputError(f"dropout_free_steps must be between 0 and steps ({self.steps}), "
-                           f"got {self.dropout_free_steps}")
+                             f"got {self.dropout_free_steps}")
 
 
 PRESETS = {"released": (DDMConfig(), RegressorConfig()), "tiny": (DDMConfig.tiny(), RegressorConfig.tiny())}

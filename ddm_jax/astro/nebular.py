@@ -1,6 +1,6 @@
 """Nebular emission-line grids and dust attenuation curves bundled with the package (numpy only, no JAX).
 
-    from ddm_jax.nebular import attenuation, line_attenuation, load_nebular_grids
+    from ddm_jax.astro.nebular import attenuation, line_attenuation, load_nebular_grids
     grids = load_nebular_grids()          # {"hii": NebularGrid, "nlr": NebularGrid}
     hii = grids["hii"]                    # hii.fluxes (N, 14): line / Hbeta in EMISSION_LINES order
     a_lines = line_attenuation("calzetti00")   # (14,) A_lambda / A_V at the lines

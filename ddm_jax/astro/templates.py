@@ -1,6 +1,6 @@
 """Stellar-population template sets bundled with the package (numpy only, no JAX).
 
-    from ddm_jax.templates import load_templates, mix
+    from ddm_jax.astro.templates import load_templates, mix
     ssp = load_templates()                    # "bc03": 40 BC03 SSPs, 10 ages x 4 metallicities
     young = ssp.select(ssp.ages_gyr < 1.0)    # a subset
     spectrum = mix(ssp, weights)              # (L,) a composite stellar population
@@ -78,7 +78,7 @@ class TemplateSet:
         n, length = self.flux.shape if self.flux.ndim == 2 else (-1, -1)
         if self.wavelength.shape != (length,) or n < 1:
             raise InputError(f"template set {self.name!r}: flux {self.flux.shape} does not match "
-                           f"wavelength {self.wavelength.shape} as (N, L) and (L,)")
+                             f"wavelength {self.wavelength.shape} as (N, L) and (L,)")
         for field in ("ages_gyr", "metallicities", "norms"):
             if getattr(self, field).shape != (n,):
                 raise InputError(f"template set {self.name!r}: {field} {getattr(self, field).shape}, expected ({n},)")

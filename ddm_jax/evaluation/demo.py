@@ -114,7 +114,7 @@ def demo_checkpoint(cache=DEFAULT_CACHE, recipe: str = DEFAULT_RECIPE, budget_se
             return Path(trained["model"])
         log(f"the training reached its {budget_seconds:.0f} s budget before its planned steps; continuing it")
     raise InputError(f"the demo training did not finish in {TRAINING_ROUNDS} budgets of {budget_seconds:.0f} s; "
-                   f"call again to continue it ({run_dir})")
+                     f"call again to continue it ({run_dir})")
 
 
 def summary(metrics: dict, output_dir) -> str:

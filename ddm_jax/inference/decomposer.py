@@ -164,12 +164,11 @@ class Decomposer:
 
         `spectra` may instead be a `specutils.Spectrum` (or a list of them) in any units and frame,
         with its uncertainty; `z` (default: each Spectrum's redshift) and `coverage` apply to those
-        only. Then the result is a `inference.spectrum_api.SpectrumResult`: Spectrum parts and an astropy Table.
+        only. Then the result is an `inference.spectrum_api.SpectrumResult`: Spectrum parts and a Table.
 
         Batches are padded to a fixed size so that one compilation serves all; the next batch is
         dispatched before the previous one's results are fetched.
         """
-
         if is_spectrum(spectra):
             if ivar is not None:
                 raise InputError("a Spectrum carries its own uncertainty; drop ivar")

@@ -247,7 +247,7 @@ def _shares_in_order(parts: list) -> list[tuple[dict, Path]]:
             raise InputError(f"{part} comes from a different job (inputs or options differ)")
         if manifest["rows"][0] != expected_start:
             raise InputError(f"shares do not join up: {part} starts at row {manifest['rows'][0]}, "
-                           f"expected {expected_start}")
+                             f"expected {expected_start}")
         expected_start = manifest["rows"][1]
     total_rows = first["total"]
     if expected_start != total_rows:

@@ -49,14 +49,14 @@ def _check_expects(expects) -> None:
     for key, value in expects.items():
         if key not in EXPECTS_KEYS or not isinstance(value, EXPECTS_KEYS[key]):
             raise InputError(f"metadata 'expects' has an unknown key or a wrong type: {key}={value!r:.80} "
-                           f"(known: {', '.join(f'{k} ({t.__name__})' for k, t in EXPECTS_KEYS.items())})")
+                             f"(known: {', '.join(f'{k} ({t.__name__})' for k, t in EXPECTS_KEYS.items())})")
 
 
 def _check_trust(calibration: TrustCalibration, ddm_params, where) -> None:
     """A DDMError unless the calibration was fitted for exactly these DDM params."""
     if str(calibration.ddm_sha256) != params_sha256(ddm_params):
         raise InputError(f"{where}: the trust calibration was fitted for other DDM params; calibrate this "
-                       "checkpoint again (ddm-jax calibrate)")
+                         "checkpoint again (ddm-jax calibrate)")
 
 
 def _write_trust(path: Path, calibration: TrustCalibration) -> Path:
@@ -105,7 +105,7 @@ def save_checkpoint(path, ddm_params, regressor_params, metadata: dict, overwrit
         if reason is None:
             raise
         raise InputError(f"{path}: cannot write the checkpoint ({reason}); nothing was written"
-                       + (" and the existing one is unchanged" if path.exists() else "")) from None
+                         + (" and the existing one is unchanged" if path.exists() else "")) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return path
@@ -178,7 +178,7 @@ def read_metadata(path) -> dict:
     path = Path(path)
     if not path.is_dir():
         raise MissingFileError(f"no checkpoint at {path}: convert the released weights first "
-                       "(ddm-jax convert DDM.hdf5 REGRESSOR.hdf5 -o DIR), see weights/README.md")
+                               "(ddm-jax convert DDM.hdf5 REGRESSOR.hdf5 -o DIR), see weights/README.md")
     try:
         metadata = _checkpointer().restore(path.absolute(), args=ocp.args.Composite(
             metadata=ocp.args.JsonRestore())).metadata

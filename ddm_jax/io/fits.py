@@ -65,7 +65,7 @@ def _check_hdu_kinds(path: Path, hdul) -> None:
     for index, hdu in enumerate(hdul):
         if not isinstance(hdu, kinds):
             raise InputError(f"{path}: HDU {index} ({hdu.name or 'unnamed'}) is not a standard FITS unit (a damaged "
-                           "header)")
+                             "header)")
 
 
 MAX_HEADER_BLOCKS = 1000  # 2.9 MB of header: survey files use a few dozen blocks
@@ -106,8 +106,8 @@ def check_fits_structure(path: Path) -> int:
                     name = cards.get("EXTNAME", f"#{index}").strip("' ") or f"#{index}"
                     axes = " x ".join(cards.get(f"NAXIS{i}", "?") for i in range(1, int(cards.get("NAXIS", 0)) + 1))
                     raise InputError(f"{path}: truncated FITS file: HDU {name} declares {padded} bytes of data (NAXIS "
-                                   f"{axes or 'none'}, BITPIX {cards.get('BITPIX')}) from byte {data_start}, but the "
-                                   f"file holds {end if zipped else length} bytes")
+                                     f"{axes or 'none'}, BITPIX {cards.get('BITPIX')}) from byte {data_start}, but the "
+                                     f"file holds {end if zipped else length} bytes")
                 index += 1
             if zipped:
                 while stream.read(1 << 22):  # to the end: a stream cut short raises EOFError
@@ -157,7 +157,7 @@ def _declared_data_size(path: Path, cards: dict[str, str], index: int) -> int:
             value = int(text)
         except (TypeError, ValueError):
             raise InputError(f"{path}: header {index}: {key} is {'missing' if text is None else repr(text)}, "
-                           "not an integer") from None
+                             "not an integer") from None
         if value < low or (high is not None and value > high):
             raise InputError(f"{path}: header {index}: {key} = {value} is outside the FITS standard's range")
         return value

@@ -73,7 +73,7 @@ def refuse_beyond_memory(where, nbytes: int) -> None:
     available = available_memory()
     if available is not None and nbytes > available:
         raise InputError(f"{where}: declares {nbytes / 2**30:.1f} GiB of data, more than the {available / 2**30:.1f} "
-                       "GiB of memory available; split it into smaller files")
+                         "GiB of memory available; split it into smaller files")
 
 
 def _npz_member(path: Path, what: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[str, Declared]:
@@ -88,7 +88,7 @@ def _npz_member(path: Path, what: str, archive: zipfile.ZipFile, info: zipfile.Z
         raise InputError(f"{path}: {key} holds pickled Python objects; only numeric and string arrays are read")
     if header_bytes + declared.nbytes != info.file_size:
         raise InputError(f"{path}: {key} declares shape {declared.shape} {declared.dtype} ({declared.nbytes} bytes) "
-                       f"but its member holds {info.file_size - header_bytes} bytes of data")
+                         f"but its member holds {info.file_size - header_bytes} bytes of data")
     return key, declared
 
 
@@ -125,7 +125,7 @@ def load_npz(path, what: str, required=(), check: Callable[[dict[str, Declared]]
     except (OSError, ValueError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error) as err:
         # RuntimeError: an encrypted member; NotImplementedError: an unknown compression method
         raise InputError(f"{path}: not a readable {what} ({first_line(err)})"
-                       ) from None
+                         ) from None
     return arrays
 
 
@@ -240,19 +240,19 @@ class NpyArray:
         shape, dtype = declared.shape, declared.dtype
         if dtype.hasobject:
             raise InputError(f"{self.path}: {what} file holds pickled Python objects; only numeric .npy arrays "
-                           "are accepted")
+                             "are accepted")
         if dtype.kind not in kinds:
             raise InputError(f"{self.path}: {what} file is not numeric (dtype {dtype})")
         if declared.fortran_order and len(shape) > 2:
             raise InputError(f"{self.path}: {what} file is a Fortran-ordered {len(shape)}-d array; save it with "
-                           "np.ascontiguousarray")
+                             "np.ascontiguousarray")
         self.fortran = declared.fortran_order and len(shape) == 2
         self.dtype, self.shape = dtype, shape
         self._set_rows(shape[0] if shape else 1, shape[1:])
         expected = self.offset + declared.nbytes
         if self.path.stat().st_size < expected:
             raise InputError(f"{self.path}: {what} file is truncated: {self.path.stat().st_size} bytes, "
-                           f"its header promises {expected}")
+                             f"its header promises {expected}")
 
     def _set_rows(self, rows: int, row_shape: tuple[int, ...]) -> None:
         self.rows, self.row_shape = rows, row_shape

@@ -24,19 +24,19 @@ def validate_inputs(spectra, mass, n_bins: int, normalize: bool = True,
         spectra = spectra[None]
     if spectra.ndim != 2 or spectra.shape[1] != n_bins:
         raise InputError(f"spectra must have shape (B, {n_bins}) or ({n_bins},) on the 2 A rest-frame grid, "
-                       f"got {spectra.shape}")
+                         f"got {spectra.shape}")
     with np.errstate(over="ignore"):
         spectra = spectra.astype(np.float32)  # a value beyond float32's range becomes inf: refused below
     bad = np.flatnonzero(~np.isfinite(spectra).all(axis=1))
     if bad.size:
         raise InputError(f"{bad.size} spectra hold NaN or inf, or values beyond float32's range (first: row "
-                       f"{first_row + bad[0]}); mask or drop them first")
+                         f"{first_row + bad[0]}); mask or drop them first")
     count = spectra.shape[0]
     if not normalize:
         return spectra, np.ones(count, np.float32)
     if mass is None:
         raise InputError("a mass per spectrum (--mass) is needed to normalise; for spectra that are "
-                       "already normalised pass --no-normalize")
+                         "already normalised pass --no-normalize")
     mass = np.asarray(mass)
     if not (np.issubdtype(mass.dtype, np.floating) or np.issubdtype(mass.dtype, np.integer)):
         raise InputError(f"mass must be numeric, got dtype {mass.dtype}")
@@ -47,12 +47,12 @@ def validate_inputs(spectra, mass, n_bins: int, normalize: bool = True,
     bad = np.flatnonzero(~(np.isfinite(mass) & (mass > 0)))
     if bad.size:
         raise InputError(f"mass must be finite and positive; {bad.size} are not (first: row {first_row + bad[0]}, "
-                       f"value {mass[bad[0]]})")
+                         f"value {mass[bad[0]]})")
     window_std = spectra[:, norm_window_slice(n_bins)].std(axis=1)
     flat = np.flatnonzero(window_std == 0)
     if flat.size:
         raise InputError(f"{flat.size} spectra are constant over 4000-7000 A and cannot be normalised "
-                       f"(first: row {first_row + flat[0]})")
+                         f"(first: row {first_row + flat[0]})")
     return spectra, mass
 
 

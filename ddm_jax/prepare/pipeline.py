@@ -154,14 +154,14 @@ def run(inputs: list[str], output: str, coverage: str = "refuse", snr_policy: st
     paths = expand_inputs(inputs)
     if not paths:
         raise InputError("no input files (directories are searched for "
-                       f"{', '.join(FITS_SUFFIXES + ARRAY_SUFFIXES)})")
+                         f"{', '.join(FITS_SUFFIXES + ARRAY_SUFFIXES)})")
     z_override = read_z_table(z_table) if z_table else None
     spectra, errors = read_many(paths, z_override=z_override, z_all=z)
     for message in errors:
         log(message)
     if not spectra:
         raise InputError(f"no readable spectrum in {len(paths)} file(s) ({len(errors)} unreadable or invalid); "
-                       "nothing written")
+                         "nothing written")
     arrays = prepare_spectra(spectra, coverage, snr_policy, scheme, log)
     arrays["provenance"] = np.array(json.dumps(provenance_now(
         command="prepare", input=" ".join(map(str, inputs)), coverage=coverage, snr_policy=snr_policy,

@@ -7,12 +7,16 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from ddm_jax.config import DDMConfig
+from ddm_jax.batching import batch_ranges, pad_rows
+from ddm_jax.config import DDMConfig, config_from_dict
 from ddm_jax.errors import InputError
-from ddm_jax.io.safe import params_sha256
-from ddm_jax.model.inputs import validate_ivar
+from ddm_jax.io.checkpoint import attach_trust, load_checkpoint
+from ddm_jax.io.safe import params_sha256, sha256_file
+from ddm_jax.model.forward import ddm_views
+from ddm_jax.model.inputs import validate_inputs, validate_ivar
 from ddm_jax.model.models import DDM
 from ddm_jax.model.scoring import N_TERMS, TrustCalibration, ood_terms, score, scoring_arrays
+from ddm_jax.training.input_pipeline import load_library
 
 DEFAULT_QUANTILE = 0.99
 DEFAULT_COMPONENTS = 16  # of the input PCA; in development (not recorded) it separated the OOD kinds best of 8-64
@@ -38,9 +42,6 @@ def _pca(values: np.ndarray, components: int):
 
 def _views(ddm_params, ddm_config: DDMConfig, spectra, mass, ivar, batch_size: int):
     """x_n, features, residual, finite and ivar_n (or None) of every spectrum, as NumPy arrays."""
-    from ddm_jax.batching import batch_ranges, pad_rows
-    from ddm_jax.model.forward import ddm_views
-
     ddm = DDM(ddm_config)
     rows = min(batch_size, len(spectra))
     parts = []
@@ -61,8 +62,6 @@ def calibrate(ddm_params, ddm_config: DDMConfig, spectra, mass=None, ivar=None, 
     two PCAs and the reconstruction scale; a quarter sets the thresholds (the `quantile` of its
     scores); the last quarter measures the false-alarm rate of the whole `trusted` rule.
     """
-    from ddm_jax.model.inputs import validate_inputs
-
     if not 0.5 <= quantile < 1:
         raise InputError(f"the quantile must lie in [0.5, 1), got {quantile}")
     if components < 1:
@@ -149,7 +148,7 @@ def calibrate_from_library(ddm_params, ddm_config: DDMConfig, library, n: int = 
     sizes = np.diff([0, *_cuts(n, shares), n])
     if min(min(len(g) for g in sf_groups), min(len(g) for g in agn_groups)) < 1:
         raise InputError(f"calibration needs at least 4 SF and 4 AGN library spectra, got {library.sf.shape[0]} "
-                       f"and {library.agn.shape[0]}")
+                         f"and {library.agn.shape[0]}")
     parts = [library_composites(library, int(size), seed + 1 + i, mass_range, sf_rows, agn_rows)
              for i, (size, sf_rows, agn_rows) in enumerate(zip(sizes, sf_groups, agn_groups))]
     spectra, mass = (np.concatenate([part[k] for part in parts]) for k in (0, 1))
@@ -172,11 +171,6 @@ def calibrate_checkpoint(checkpoint, library_path, n: int = DEFAULT_SAMPLES, see
                          quantile: float = DEFAULT_QUANTILE, components: int = DEFAULT_COMPONENTS,
                          mass_range=(1.0, 1.0)) -> TrustCalibration:
     """The `calibrate` command: calibrate a checkpoint on composites of a library file and attach it."""
-    from ddm_jax.config import config_from_dict
-    from ddm_jax.io.checkpoint import attach_trust, load_checkpoint
-    from ddm_jax.io.safe import sha256_file
-    from ddm_jax.training.input_pipeline import load_library
-
     ddm_params, _, metadata = load_checkpoint(checkpoint)
     config = config_from_dict(DDMConfig, metadata["ddm_config"])
     library = load_library(library_path)

@@ -71,7 +71,7 @@ def _check_spectra(name: str, spectra) -> tuple[np.ndarray, np.ndarray]:
     medians = np.median(spectra[:, _WINDOW], axis=1)
     if (medians <= 0).any():
         raise InputError(f"{name} spectra {np.flatnonzero(medians <= 0)[:5].tolist()} have a non-positive "
-                       "median flux in 4000-7000 A: cannot put them on a common scale")
+                         "median flux in 4000-7000 A: cannot put them on a common scale")
     return spectra / medians[:, None], medians
 
 

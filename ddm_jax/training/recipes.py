@@ -74,8 +74,8 @@ class Recipe:
         training = budget_seconds - self.overhead_seconds - 2 * self.startup_seconds
         if training <= 0:
             raise InputError(f"a budget of {budget_seconds:g} s leaves no time to train: this recipe needs more than "
-                           f"{self.overhead_seconds + 2 * self.startup_seconds:g} s for data, compilation and "
-                           "evaluation")
+                             f"{self.overhead_seconds + 2 * self.startup_seconds:g} s for data, compilation and "
+                             "evaluation")
         shares = (self.ddm_share * training, (1 - self.ddm_share) * training)
         common = {"seed": self.library_seed, "checkpoint_every": 50, "log_every": 5, "keep_checkpoints": 1}
         ddm_steps = max(1, round(shares[0] * self.ddm_steps_per_second))

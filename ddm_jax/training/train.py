@@ -85,7 +85,7 @@ def _check_run_settings(run_dir: Path, settings: dict) -> None:
         write_json_atomic(path, settings)
     elif changed := changed_settings(path, settings):
         raise InputError(f"{run_dir} holds a run with other settings ({', '.join(changed)}): "
-                       "resume it with the same settings or use a new run directory")
+                         "resume it with the same settings or use a new run directory")
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
@@ -123,7 +123,7 @@ def train(run_dir, network: str, library: SpectralLibrary, config: TrainConfig =
     config.validate(mesh.size)
     if network == "regressor" and not library.has_lines:
         raise InputError("training the regressor needs the library's line quantities (sf_lines, agn_lines); "
-                       "add them or train the DDM only (--no-regressor)")
+                         "add them or train the DDM only (--no-regressor)")
     params, model_config = starting_params(network, config.seed, model_config, init_from)
     run_dir.mkdir(parents=True, exist_ok=True)
     _check_run_settings(run_dir, json.loads(json.dumps({

@@ -38,7 +38,7 @@ def read_array_file(path: str | os.PathLike) -> list[Spectrum]:
         raise
     except (OSError, ValueError, KeyError, IndexError, EOFError, csv.Error, zipfile.BadZipFile) as err:
         raise InputError(f"{path}: unreadable {suffix} file ({first_line(err)})"
-                       ) from None
+                         ) from None
 
 
 def _read_npy(path: Path) -> dict[str, np.ndarray]:
@@ -81,7 +81,7 @@ def _read_csv(path: Path) -> dict[str, np.ndarray]:
                     header = [h.strip().lower() for h in fields]
                     if len(header) > len(SPECTRA_CSV_COLUMNS) or len(set(header)) != len(header):
                         raise InputError(f"{path}: header names {len(header)} columns ({', '.join(header[:6])}); "
-                                       f"expected at most {', '.join(SPECTRA_CSV_COLUMNS)}, each once") from None
+                                         f"expected at most {', '.join(SPECTRA_CSV_COLUMNS)}, each once") from None
                     continue
             if len(fields) != len(header):
                 raise InputError(f"{path}: the header names {len(header)} columns, row {rows + 1} has {len(fields)}")
@@ -104,7 +104,7 @@ def _check_npz(path: Path, declared: dict) -> None:
     """The shapes an .npz of spectra declares, before its data are read."""
     if "format" in declared:  # e.g. PREPARED.npz: rest frame already; de-redshifting again would be wrong
         raise InputError(f"{path}: is a prepared file (it has a 'format' entry), already on the rest-frame grid: "
-                       "give it to `ddm-jax decompose`, not to `prepare`")
+                         "give it to `ddm-jax decompose`, not to `prepare`")
     missing = [k for k in ("wavelength", "flux", "ivar") if k not in declared]
     if missing:
         raise InputError(f"{path}: lacks {', '.join(missing)} (has {', '.join(sorted(declared))})")
@@ -117,7 +117,7 @@ def _check_npz(path: Path, declared: dict) -> None:
     for key, shapes in allowed.items():
         if key in declared and declared[key].shape not in shapes:
             raise InputError(f"{path}: {key} has shape {declared[key].shape}; with flux {flux} expected "
-                           f"{' or '.join(map(str, shapes))}")
+                             f"{' or '.join(map(str, shapes))}")
     for key in ("wavelength", "flux", "ivar", "mask", "z"):  # a mask may be boolean, nothing else
         if key in declared and declared[key].dtype.kind not in ("fiub" if key == "mask" else "fiu"):
             raise InputError(f"{path}: {key} is not numeric (dtype {declared[key].dtype})")

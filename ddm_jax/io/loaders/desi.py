@@ -52,7 +52,7 @@ def _desi_from_hdul(path: Path, hdul) -> list[Spectrum]:
                 else np.zeros(flux.shape, np.int32))
         if not (flux.shape == ivar.shape == mask.shape == (len(targets), wavelength.size)):
             raise InputError(f"{path}: camera {arm}: FLUX {flux.shape}, IVAR {ivar.shape}, MASK {mask.shape} "
-                           f"disagree with {len(targets)} FIBERMAP targets x {wavelength.size} wavelengths")
+                             f"disagree with {len(targets)} FIBERMAP targets x {wavelength.size} wavelengths")
         if wavelength.size < 2 or not np.all(np.diff(wavelength) > 0):
             raise InputError(f"{path}: {arm}_WAVELENGTH is not strictly increasing")
         wavelengths.append(wavelength)
@@ -182,7 +182,7 @@ def _is_redshift_catalogue(names: list[str], hdul) -> bool:
 
 def _refuse_redshift_catalogue(path: Path, hdul) -> list[Spectrum]:
     raise InputError(f"{path}: is a DESI redshift catalogue, not spectra: give the coadd-*.fits file "
-                   "(its redshifts are read from here)")
+                     "(its redshifts are read from here)")
 
 
 @companion_file

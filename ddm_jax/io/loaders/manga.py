@@ -47,7 +47,7 @@ def _manga_images(path: Path, hdul, ndim: int) -> tuple[np.ndarray, ...]:
     flux, ivar, mask = (np.asarray(hdul[name].data) for name in ("FLUX", "IVAR", "MASK"))
     if flux.ndim != ndim or not flux.shape == ivar.shape == mask.shape:
         raise InputError(f"{path}: FLUX {flux.shape}, IVAR {ivar.shape} and MASK {mask.shape} must agree "
-                       f"({ndim}-d)")
+                         f"({ndim}-d)")
     n_wave = flux.shape[0] if ndim == 3 else flux.shape[-1]
     if wave.ndim != 1 or wave.size != n_wave:
         raise InputError(f"{path}: WAVE has {wave.size} samples, FLUX {n_wave}")

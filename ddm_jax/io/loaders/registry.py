@@ -119,7 +119,7 @@ def read_fits(path: str | os.PathLike, expect: tuple[str, ...] | None = None) ->
         if loader is None or (expect is not None and layout not in expect and loader.description is not None):
             wanted = [d for name, d in layouts().items() if expect is None or name in expect]
             raise InputError(f"{path}: not a FITS layout ddm-jax reads (HDUs: {', '.join(hdu_names(hdul))}); "
-                           f"it reads {'; '.join(wanted)}")
+                             f"it reads {'; '.join(wanted)}")
         return layout, loader.parse(path, hdul)
 
     layout, spectra = read_fits_guarded(path, parse)

@@ -50,7 +50,7 @@ class FitsOutput(OutputReader):
             raise InputError(f"{path}: damaged FITS file ({first_line(damaged[0].message)})")
         if primary.get("DDMFORM") != CATALOG_FORMAT:
             raise InputError(f"{path}: not a ddm-jax catalogue (DDMFORM is {primary.get('DDMFORM')!r}, "
-                           f"expected {CATALOG_FORMAT!r}); `ddm-jax export` writes one")
+                             f"expected {CATALOG_FORMAT!r}); `ddm-jax export` writes one")
         try:
             layout = json.loads(primary["DDMLAYOU"])
             self._layout, self.shared, self.rows = layout["arrays"], layout["shared"], layout["rows"]

@@ -64,4 +64,4 @@ def _check_shapes(path: Path, declared: dict) -> None:
     for key in sorted(set(declared) - set(expected) - set(SHARED_KEYS)):  # the other per-spectrum outputs
         if not declared[key].shape or declared[key].shape[0] != n:
             raise InputError(f"{path}: {key} has shape {tuple(declared[key].shape)}, expected one row per spectrum "
-                           f"({n})")
+                             f"({n})")
