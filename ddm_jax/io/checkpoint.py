@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import os
 import re
 import shutil
@@ -29,7 +30,7 @@ import orbax.checkpoint as ocp
 
 from ddm_jax import __version__
 from ddm_jax.config import DDMConfig, RegressorConfig, config_from_dict, config_to_dict
-from ddm_jax.errors import DDMError, InputError, MissingFileError, OutputExistsError, first_line
+from ddm_jax.errors import DDMError, InputError, MissingFileError, OutputExistsError, WriteFailed, first_line
 from ddm_jax.io.safe import load_npz, os_error, params_sha256, save_npz_atomic
 from ddm_jax.model.models import DDM, LineRatioRegressor, abstract_params
 from ddm_jax.model.scoring import TrustCalibration
@@ -104,11 +105,24 @@ def save_checkpoint(path, ddm_params, regressor_params, metadata: dict, overwrit
         reason = _write_failure(err)
         if reason is None:
             raise
-        raise InputError(f"{path}: cannot write the checkpoint ({reason}); nothing was written"
-                         + (" and the existing one is unchanged" if path.exists() else "")) from None
+        logging.getLogger("asyncio").addFilter(_FailedSaveReports(staging.name))
+        raise WriteFailed(f"{path}: cannot write the checkpoint ({reason}); nothing was written"
+                          + (" and the existing one is unchanged" if path.exists() else "")) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return path
+
+
+class _FailedSaveReports(logging.Filter):
+    """Drops asyncio's "Future exception was never retrieved" reports of a failed save's folder: they come
+    when orbax's futures are collected, which can be long after `save_checkpoint` reported the failure."""
+
+    def __init__(self, folder: str):
+        super().__init__()
+        self.folder = folder
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.folder not in record.getMessage()
 
 
 @contextlib.contextmanager
