@@ -22,9 +22,11 @@ SCHEDULER_FLAG = "xla_cpu_enable_concurrency_optimized_scheduler"
 def _jax_started() -> bool:
     if "jax" not in sys.modules:  # nothing can have started a backend
         return False
-    from jax._src import xla_bridge
-
-    return xla_bridge.backends_are_initialized()
+    try:
+        from jax._src.xla_bridge import backends_are_initialized  # JAX has no public way to ask
+    except ImportError:  # a JAX that moved it: cannot tell; setting the flag is then harmless at worst
+        return False
+    return backends_are_initialized()
 
 
 def disable_cpu_concurrent_scheduler() -> bool:

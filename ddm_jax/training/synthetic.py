@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ddm_jax.constants import (
     EMISSION_LINES,
@@ -34,7 +35,8 @@ from ddm_jax.constants import (
 )
 from ddm_jax.model import bpt
 
-_LINE_WAVELENGTHS = jnp.array(list(EMISSION_LINES.values()), jnp.float32)
+# NumPy, not JAX, arrays: a JAX array made at import would start the backend (docs/architecture.md).
+_LINE_WAVELENGTHS = np.array(list(EMISSION_LINES.values()), np.float32)
 _HALPHA = list(EMISSION_LINES).index("halpha")
 
 # Fixed atomic ratios (strong/weak member of a doublet) and case-B Balmer ratios to Hbeta.
@@ -47,18 +49,18 @@ HDELTA_TO_HBETA = 0.259
 
 # Stellar absorption features: (centre A, Gaussian sigma A, weight of the "young"
 # Balmer strength, weight of the "old" metal strength).
-_ABSORPTION = jnp.array([
+_ABSORPTION = np.array([
     (3889.05, 10.0, 1.0, 0.0), (3933.66, 6.0, 0.0, 1.0), (3968.47, 6.0, 0.5, 0.8),
     (4101.74, 12.0, 1.0, 0.0), (4304.40, 10.0, 0.0, 0.8), (4340.47, 12.0, 1.0, 0.0),
     (4861.33, 12.0, 0.9, 0.0), (5175.00, 10.0, 0.0, 0.7), (5892.90, 5.0, 0.0, 0.6),
     (6562.80, 12.0, 0.8, 0.0),
-], jnp.float32)
+], np.float32)
 
 PIVOT_WAVELENGTH = 5500.0  # A, where the power-law continuum equals its amplitude
 BREAK_WAVELENGTH = 4000.0
 BREAK_WIDTH = 20.0  # A, smoothness of the 4000 A break
 
-_GRID = jnp.asarray(wavelength_grid(N_BINS))
+_GRID = np.asarray(wavelength_grid(N_BINS), np.float32)
 _WINDOW = norm_window_slice(N_BINS)
 
 

@@ -135,6 +135,16 @@ def test_importing_the_package_changes_no_global_setting(flags):
     assert out.strip() == repr(flags or None)
 
 
+def test_importing_any_module_starts_no_jax_backend():
+    """A JAX array made at import starts the backend, and then neither the scheduler setting
+    (ddm_jax.runtime) nor jax.distributed.initialize (`decompose --distributed`) can take effect."""
+    code = ("import importlib, sys\n"
+            f"for name in {sorted(MODULES)!r}: importlib.import_module(name)\n"
+            "from ddm_jax.runtime import _jax_started\n"
+            "assert 'jax' in sys.modules and not _jax_started(), 'an import started the JAX backend'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_the_scheduler_setting_is_applied_before_jax_starts_and_said_after():
     code = ("import os, warnings\n"
             "from ddm_jax.runtime import SCHEDULER_FLAG, disable_cpu_concurrent_scheduler\n"
