@@ -105,7 +105,7 @@ def save_checkpoint(path, ddm_params, regressor_params, metadata: dict, overwrit
         reason = _write_failure(err)
         if reason is None:
             raise
-        logging.getLogger("asyncio").addFilter(_FailedSaveReports(staging.name))
+        _FailedSaveReports.drop(staging.name)
         raise WriteFailed(f"{path}: cannot write the checkpoint ({reason}); nothing was written"
                           + (" and the existing one is unchanged" if path.exists() else "")) from None
     finally:
@@ -114,15 +114,27 @@ def save_checkpoint(path, ddm_params, regressor_params, metadata: dict, overwrit
 
 
 class _FailedSaveReports(logging.Filter):
-    """Drops asyncio's "Future exception was never retrieved" reports of a failed save's folder: they come
-    when orbax's futures are collected, which can be long after `save_checkpoint` reported the failure."""
+    """Drops asyncio's "Future exception was never retrieved" reports of failed saves' folders: they come
+    when orbax's futures are collected, which can be long after `save_checkpoint` reported the failure.
+    One filter for the process, installed at the first failure (not at import), with every failed save's
+    staging folder."""
 
-    def __init__(self, folder: str):
+    _installed: _FailedSaveReports | None = None
+
+    def __init__(self):
         super().__init__()
-        self.folder = folder
+        self.folders: set[str] = set()
+
+    @classmethod
+    def drop(cls, folder: str) -> None:
+        if cls._installed is None:
+            cls._installed = cls()
+            logging.getLogger("asyncio").addFilter(cls._installed)
+        cls._installed.folders.add(folder)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return self.folder not in record.getMessage()
+        message = record.getMessage()
+        return not any(folder in message for folder in self.folders)
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """`convert` and `decompose` onto outputs that cannot be written: a file where a folder is wanted and the reverse, an
 unwritable folder, a full disk. One line, no partial file, an existing good output left as it was."""
 
+import logging
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 
 from conftest import TINY_DDM_KERAS, TINY_REGRESSOR_KERAS, random_spectra
 from ddm_jax.cli import main
-from ddm_jax.io.checkpoint import convert_to_checkpoint
+from ddm_jax.io.checkpoint import _FailedSaveReports, convert_to_checkpoint
 
 WEIGHTS = [str(TINY_DDM_KERAS), str(TINY_REGRESSOR_KERAS)]
 
@@ -159,3 +160,14 @@ def test_decompose_into_an_unwritable_folder(checkpoint, inputs, capsys):
         assert main(list(map(str, decompose_argv(checkpoint, inputs, locked / out)))) == 2
         assert f"{locked / out}: cannot write (" in capsys.readouterr().err.strip().splitlines()[-1]
     assert sorted(locked.iterdir()) == before
+
+
+def test_late_reports_of_failed_saves_go_through_one_filter():
+    asyncio_log = logging.getLogger("asyncio")
+    _FailedSaveReports.drop(".ckpt-failed-a")
+    _FailedSaveReports.drop(".ckpt-failed-b")
+    filters = [f for f in asyncio_log.filters if isinstance(f, _FailedSaveReports)]
+    assert len(filters) == 1
+    record = lambda message: logging.LogRecord("asyncio", logging.ERROR, __file__, 0, message, None, None)  # noqa: E731
+    assert not filters[0].filter(record("Future exception was never retrieved: /tmp/.ckpt-failed-b/x"))
+    assert filters[0].filter(record("another asyncio error"))
