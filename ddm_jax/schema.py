@@ -61,6 +61,9 @@ PREPARED_KEYS = (
     "line_snr", "meets_snr", "line_fit_ok", "broad_balmer", "passes_gate", "log_nii_ha", "log_oiii_hb",
     "log_sii_ha", "log_oi_ha", "position",
 )
+# The stellar mass inside each spectrum's aperture, (B,) float32 each (ddm_jax.prepare.mass): written by
+# every `prepare` since they were added, absent from older files (decompose then asks for --mass-table).
+PREPARED_MASS_KEYS = ("log_stellar_mass", "log_stellar_mass_err")
 
 # ----------------------------------------------------------------------------- a streamed folder
 
@@ -92,6 +95,7 @@ DESCRIPTIONS = {
     "broad_balmer": "broad Halpha found (type-1 AGN)", "passes_gate": "meets_snr, line_fit_ok, no broad lines",
     "position": "cube spaxel (x, y) or RSS row (k, -1); (-1, -1) elsewhere", "source": "input file",
     "bpt_nii": "[NII] BPT class of the measured ratios", "bpt_sii": "[SII] BPT class of the measured ratios",
+    "log_stellar_mass": "log10 stellar mass formed in the aperture, Msun", "log_stellar_mass_err": "its error, dex",
 }
 
 UNITS = {"line_velocity": "km/s", "line_sigma": "km/s", "stellar_velocity": "km/s", "stellar_sigma": "km/s"}
@@ -115,6 +119,8 @@ PROVENANCE_CARDS = {
     "bpt_scheme": ("BPTSCHEM", "[NII] BPT scheme (docs/model.md)"), "precision": ("PRECISN", "compute precision"),
     "mc_samples": ("MCSAMPLE", "Monte-Carlo dropout passes (0: off)"), "mc_seed": ("MCSEED", "dropout seed"),
     "coverage": ("COVERAGE", "prepare coverage policy"), "snr_policy": ("SNRPOL", "prepare gate policy"),
+    "stellar_mass": ("STARMASS", "prepare's log_stellar_mass: units, cosmology"),
+    "mass_source": ("MASSSRC", "where decompose took the masses from"),
 }
 
 # The line quantities (constants.LINE_QUANTITIES), for people.
@@ -134,7 +140,12 @@ SPECTRA_CSV_COLUMNS = ("wavelength", "flux", "ivar", "mask")
 REAL_SET_KEYS = ("flux", "ivar", "mask", "ids", "name", "line_names", "line_snr", "passes_gate", "broad_balmer",
                  "measured_class", "log_nii_ha", "log_oiii_hb", "log_sii_ha")
 # A checkpoint's `expects` metadata: each key and its type.
-EXPECTS_KEYS = {"needs_mass": bool, "grid": str, "normalisation": str, "trained_on": str, "line_snr_min": float}
+EXPECTS_KEYS = {"needs_mass": bool, "grid": str, "normalisation": str, "trained_on": str, "line_snr_min": float,
+                "mass_convention": str}
+# expects.mass_convention: what the network divides each standardised spectrum by (docs/model.md#the-mass).
+MASS_LOG10, MASS_LINEAR, MASS_NONE = ("log10 stellar mass in the fibre, Msun", "stellar mass in the fibre, Msun",
+                                      "none")
+MASS_CONVENTIONS = (MASS_LOG10, MASS_LINEAR, MASS_NONE)
 TRUST_FILE = "trust.npz"  # the trust calibration, beside a checkpoint's params
 # The bundled tables: the stellar templates (data/templates_bc03.npz) and the nebular/dust table
 # (data/nebular_dust.npz: NEBULAR_KEYS, and <grid>_<key> for each of NEBULAR_GRID_KEYS per grid).

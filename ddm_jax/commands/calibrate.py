@@ -22,8 +22,10 @@ def add_parser(subparsers) -> None:
                         help=f"in-domain quantile of each threshold (default {DEFAULT_QUANTILE})")
     parser.add_argument("--components", type=int, default=DEFAULT_COMPONENTS,
                         help=f"PCA components of the features and inputs (default {DEFAULT_COMPONENTS})")
-    parser.add_argument("--mass", type=float, nargs=2, default=(1.0, 1.0), metavar=("LOW", "HIGH"),
-                        help="composite masses ~ U(LOW, HIGH), as in training (default 1 1)")
+    parser.add_argument("--mass", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        help="composite masses ~ U(LOW, HIGH) in the checkpoint's mass convention; needed for "
+                             "a checkpoint that needs a mass (converted weights: log10 M_sun, e.g. 9.5 11), "
+                             "ones otherwise")
     parser.add_argument("--seed", type=int, default=0, help="seed of the composites and of the split")
     parser.set_defaults(run=run)
 
@@ -32,7 +34,7 @@ def run(args) -> int:
     from ddm_jax.training.calibrate import calibrate_checkpoint
 
     calibration = calibrate_checkpoint(args.checkpoint, args.library, args.samples, args.seed,
-                                       quantile=args.quantile, components=args.components, mass_range=tuple(args.mass))
+                                       quantile=args.quantile, components=args.components, mass_range=args.mass)
     print(f"calibrated {args.checkpoint}: ood_score threshold {float(calibration.ood_threshold):.4g}, "
           f"chi2 threshold {float(calibration.chi2_threshold):.4g}, in-domain false-alarm rate "
           f"{float(calibration.false_alarm_rate):.2%} on {int(calibration.counts[2])} held-out composites")

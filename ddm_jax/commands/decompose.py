@@ -14,9 +14,13 @@ def add_parser(subparsers) -> None:
                     "AGN spectra, fractions, line ratios and BPT classes. Output keys: docs/usage.md#output-keys.")
     parser.add_argument("spectra", help=".npy array (B, 2208) or (2208,), a folder of .npy chunks "
                                         "(taken in name order), or a PREPARED.npz/.fits from `ddm-jax prepare`")
-    parser.add_argument("--mass", help=".npy array (or folder of chunks) with one positive mass per "
-                                       "spectrum; needed unless --no-normalize or the checkpoint expects "
-                                       "no mass (metadata expects.needs_mass false: ones)")
+    parser.add_argument("--mass", help=".npy array (or folder of chunks) with one positive mass per spectrum, as "
+                                       "the checkpoint takes it (expects.mass_convention); a PREPARED input "
+                                       "brings its own (log_stellar_mass). Not needed with --no-normalize or a "
+                                       "checkpoint that expects no mass (expects.needs_mass false: ones)")
+    parser.add_argument("--mass-table", help="CSV or FITS table of log10 stellar masses (M_sun) joined on a PREPARED "
+                                             "input's survey_id: columns survey_id (or PLATEID, MJD, FIBERID) and "
+                                             "log_stellar_mass (or MPA-JHU's LGM_FIB_TOT_P50); see docs/usage.md")
     parser.add_argument("--ivar", help=".npy array (or folder of chunks) (B, 2208): the spectra's inverse variance, "
                                        "for reconstruction_chi2 (a PREPARED.npz carries its own); see docs/trust.md")
     parser.add_argument("--weights", default=str(DEFAULT_CHECKPOINT),
@@ -63,7 +67,8 @@ def run(args) -> int:
     decomposer = Decomposer.from_checkpoint(args.weights, bpt_scheme=args.bpt_scheme, batch_size=args.batch_size,
                                             samples=args.samples, seed=args.seed, precision=args.precision)
     written = decompose_files(decomposer, args.spectra, args.mass, args.output, normalize=not args.no_normalize,
-                              resume=args.resume, share=share, progress=Progress("decompose"), ivar=args.ivar)
+                              resume=args.resume, share=share, progress=Progress("decompose"), ivar=args.ivar,
+                              mass_table=args.mass_table)
     print(f"decomposed {args.spectra} -> {written}")
     if decomposer.trust is None:
         print(f"note: {args.weights} has no trust calibration: ood_score is NaN and trusted false for every "

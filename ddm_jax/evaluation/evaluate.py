@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from ddm_jax.constants import NII_HA, OIII_HB
+from ddm_jax.errors import InputError
 from ddm_jax.evaluation import ood, real_eval
 from ddm_jax.inference.decomposer import Decomposer
 from ddm_jax.io.safe import save_npz_atomic, write_json_atomic
@@ -105,6 +106,12 @@ def check_targets(metrics: dict, recipe: str | None) -> list[dict]:
 def evaluate(decomposer: Decomposer, held_out: dict[str, np.ndarray], real_set: dict | None = None,
              recipe: str | None = None, seed: int = 0) -> tuple[dict, dict]:
     """All four evaluations; returns (metrics, arrays for the figures and the output file)."""
+    if decomposer.needs_mass:
+        convention = decomposer.mass_convention or "convention not stated"
+        raise InputError(f"the checkpoint needs a mass per spectrum ({convention}) and evaluate's synthetic, "
+                         "real and out-of-domain sets carry none (ones would test its network on inputs of the "
+                         "wrong amplitude): decompose PREPARED spectra instead, whose masses prepare measures "
+                         "(docs/model.md#the-mass)")
     real_set = real_eval.load_real_set() if real_set is None else real_set
     log(f"decomposing {len(held_out['composite'])} held-out synthetic composites")
     synthetic_out = decomposer(held_out["composite"], held_out["mass"], ivar=held_out.get("ivar"))

@@ -29,7 +29,7 @@ from ddm_jax.model.forward import decompose_batch, dropout_std
 from ddm_jax.model.inputs import validate_inputs, validate_ivar
 from ddm_jax.model.models import COMPUTE_DTYPES, DDM, LineRatioRegressor
 from ddm_jax.model.scoring import TrustCalibration, scoring_arrays
-from ddm_jax.schema import OUTPUT_KEYS, STD_KEYS, TRUST_KEYS
+from ddm_jax.schema import MASS_CONVENTIONS, MASS_LINEAR, MASS_LOG10, MASS_NONE, OUTPUT_KEYS, STD_KEYS, TRUST_KEYS
 
 DEFAULT_BATCH_SIZE = 256
 
@@ -54,7 +54,8 @@ class Decomposer:
     def __init__(self, ddm_params, regressor_params, ddm_config: DDMConfig = DDMConfig(),
                  regressor_config: RegressorConfig = RegressorConfig(), bpt_scheme: str = "standard",
                  batch_size: int = DEFAULT_BATCH_SIZE, samples: int = 0, seed: int = 0,
-                 precision: str = "float32", trust: TrustCalibration | None = None, needs_mass: bool = True):
+                 precision: str = "float32", trust: TrustCalibration | None = None, needs_mass: bool = True,
+                 mass_convention: str | None = None):
         if bpt_scheme not in bpt.SCHEMES:
             raise InputError(f"unknown BPT scheme {bpt_scheme!r}; choose one of {bpt.SCHEMES}")
         if batch_size < 1:
@@ -63,6 +64,8 @@ class Decomposer:
             raise InputError(f"unknown precision {precision!r}; choose one of {sorted(COMPUTE_DTYPES)}")
         if samples < 0 or samples == 1:
             raise InputError(f"Monte-Carlo dropout needs at least 2 samples (0 turns it off), got {samples}")
+        if mass_convention not in (*MASS_CONVENTIONS, None):
+            raise InputError(f"unknown mass convention {mass_convention!r}; one of {MASS_CONVENTIONS}")
         if ddm_config.n_bins != regressor_config.n_bins:
             raise InputError("the DDM and the regressor were built for different spectrum lengths")
         mesh = device_mesh()
@@ -76,6 +79,8 @@ class Decomposer:
         self.bpt_scheme, self.batch_size, self.precision = bpt_scheme, batch_size, precision
         self.samples, self.seed = samples, seed
         self.trust, self.needs_mass = trust, needs_mass  # needs_mass False: a missing mass means ones
+        # what the network divides by (schema.MASS_CONVENTIONS); None: the checkpoint does not say
+        self.mass_convention = MASS_NONE if not needs_mass else mass_convention
         self.wavelength = wavelength_grid(ddm_config.n_bins)
         self.checkpoint = {}  # where the params came from: set by from_checkpoint
 
@@ -88,7 +93,8 @@ class Decomposer:
         decomposer = cls(ddm_params, regressor_params, config_from_dict(DDMConfig, metadata["ddm_config"]),
                          config_from_dict(RegressorConfig, metadata["regressor_config"]),
                          trust=load_trust(path, ddm_params),
-                         needs_mass=metadata.get("expects", {}).get("needs_mass", True), **kwargs)
+                         needs_mass=metadata.get("expects", {}).get("needs_mass", True),
+                         mass_convention=metadata.get("expects", {}).get("mass_convention"), **kwargs)
         decomposer.checkpoint = {"checkpoint": str(Path(path).absolute()),
                                  "checkpoint_sources": checkpoint_sources(metadata)}
         return decomposer
@@ -152,8 +158,27 @@ class Decomposer:
                 "mc_dropout": {"samples": self.samples, "seed": self.seed}, "precision": self.precision}
 
     def default_mass(self, mass, rows: int, normalize: bool):
-        """`mass`, or ones where it is missing and the checkpoint expects no mass (`needs_mass` False)."""
-        return np.ones(rows, np.float32) if mass is None and normalize and not self.needs_mass else mass
+        """`mass`, or ones where it is missing and the checkpoint expects no mass (`needs_mass` False).
+        A DDMError, naming the ways to give one, where it is missing and the checkpoint needs one."""
+        if mass is None and normalize and self.needs_mass:
+            convention = self.mass_convention or "convention not stated"
+            raise InputError(f"this checkpoint needs a mass per spectrum ({convention}): give --mass, a PREPARED "
+                             "input (its log_stellar_mass) or --mass-table; "
+                             "for spectra that are already normalised pass --no-normalize (docs/model.md#the-mass)")
+        return np.ones(rows, np.float32) if mass is None and normalize else mass
+
+    def mass_from_log(self, log_mass: np.ndarray, where: str) -> np.ndarray:
+        """log10 stellar masses (B,) (PREPARED's, or a mass table's) as this checkpoint's network takes
+        them (`mass_convention`): as they are, or 10**log_mass. A DDMError if the checkpoint needs no
+        mass or does not say which convention it takes."""
+        if not self.needs_mass:
+            raise InputError(f"{where}: this checkpoint expects no mass (mass_convention 'none'); drop the masses")
+        if self.mass_convention == MASS_LOG10:
+            return np.asarray(log_mass, np.float32)
+        if self.mass_convention == MASS_LINEAR:
+            return np.power(10.0, np.asarray(log_mass, np.float64)).astype(np.float32)
+        raise InputError(f"{where}: the checkpoint needs a mass but does not state its mass_convention (log10 or "
+                         "linear); convert it again (ddm-jax convert), or give --mass as the network takes it")
 
     def __call__(self, spectra, mass=None, normalize: bool = True,
                  progress: Callable[[int, int], None] | None = None, ivar=None, *, z=None,

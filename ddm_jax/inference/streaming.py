@@ -27,6 +27,7 @@ from ddm_jax import __version__
 from ddm_jax.batching import batch_ranges, pipelined, prefetched
 from ddm_jax.errors import InputError, OutputExistsError
 from ddm_jax.inference.decomposer import Decomposer
+from ddm_jax.io.mass_table import join_masses, read_mass_table
 from ddm_jax.io.outputs.base import ConcatenatedOutput, FolderOutput, is_fits_name, output_arrays, provenance_now
 from ddm_jax.io.outputs.files import write_output
 from ddm_jax.io.outputs.fits_writer import write_fits
@@ -43,7 +44,8 @@ def default_output(spectra) -> Path:
 
 
 def decompose_files(decomposer: Decomposer, spectra, mass=None, output=None, normalize: bool = True,
-                    resume: bool = False, share: tuple[int, int] = (0, 1), progress=None, ivar=None) -> Path:
+                    resume: bool = False, share: tuple[int, int] = (0, 1), progress=None, ivar=None,
+                    mass_table=None) -> Path:
     """The `decompose` command: spectra (an .npy, a folder of .npy chunks or a PREPARED.npz),
     masses and inverse variances (each an .npy or folder, or None) into `output`; returns the path written.
 
@@ -51,7 +53,10 @@ def decompose_files(decomposer: Decomposer, spectra, mass=None, output=None, nor
     at once; any other name is a folder filled chunk by chunk (`decompose_to_folder`), the
     only mode for several processes (`share` = (index, count); each writes OUT.shareIofN).
     A PREPARED.npz carries its ids, spaxel positions, gate verdicts and measured line ratios into
-    the output, and its ivar into the trust outputs (docs/trust.md).
+    the output, and its ivar into the trust outputs (docs/trust.md). When the checkpoint needs a
+    mass, a PREPARED input gives it: from `mass` if given, else from `mass_table` (a CSV or FITS
+    table joined on survey_id, `io.mass_table`), else from its own `log_stellar_mass`, in the
+    checkpoint's `mass_convention` (`Decomposer.mass_from_log`).
     """
     output = Path(output) if output is not None else default_output(spectra)
     prepared = Path(spectra).suffix == ".npz" or is_fits_name(spectra)
@@ -62,6 +67,9 @@ def decompose_files(decomposer: Decomposer, spectra, mass=None, output=None, nor
         raise InputError("--resume works with a folder output (-o DIR), not with an .npz or .fits file")
     if prepared and ivar is not None:
         raise InputError("a PREPARED.npz carries its own ivar; drop --ivar")
+    if mass_table is not None and (not prepared or mass is not None):
+        raise InputError("--mass-table is joined on a PREPARED file's survey_id: give a PREPARED input, and "
+                         "--mass-table or --mass, not both")
     if in_memory and output.is_dir():  # before the work, not after it
         raise InputError(f"{output}: is a folder; give a file name, or a folder name not ending in .npz")
     mass = None if mass is None else RowSource(mass, "mass", None)
@@ -84,15 +92,41 @@ def decompose_files(decomposer: Decomposer, spectra, mass=None, output=None, nor
         _check_rows(len(arrays["ids"]), mass, ivar)
         flux, ivar_rows = arrays["flux"], arrays["ivar"]
         carried = carried_keys(arrays)
+        masses, mass_source = prepared_masses(decomposer, arrays, spectra, mass, mass_table, normalize)
     else:
         source = RowSource(spectra, "spectra", n_bins)
         _check_rows(source.rows, mass, ivar)  # before reading: the counts are declared in the headers
         flux = source.read(0, source.rows)
         ivar_rows = None if ivar is None else ivar.read(0, ivar.rows)
-    result = decomposer(flux, None if mass is None else mass.read(0, mass.rows), normalize=normalize,
-                        progress=progress, ivar=ivar_rows)
-    return write_output(output, output_arrays(decomposer, result, carried,
+        masses, mass_source = None if mass is None else mass.read(0, mass.rows), None
+    result = decomposer(flux, masses, normalize=normalize, progress=progress, ivar=ivar_rows)
+    return write_output(output, output_arrays(decomposer, result, carried, mass_source=mass_source,
                                               **run_inputs(spectra, mass, ivar, normalize)))
+
+
+def prepared_masses(decomposer: Decomposer, arrays: dict[str, np.ndarray], path, mass: RowSource | None,
+                    mass_table, normalize: bool) -> tuple[np.ndarray | None, str | None]:
+    """The masses (B,) a PREPARED file's spectra are divided by, and where they came from (provenance):
+    `mass` as given, else (when the checkpoint needs one) the table's joined on survey_id, else the
+    file's log_stellar_mass; None when no mass is needed. A DDMError naming the way out where a
+    mass is needed and none is available."""
+    if mass is not None:
+        return mass.read(0, mass.rows), "--mass"
+    if mass_table is not None:
+        log_mass = join_masses(read_mass_table(mass_table), arrays.get("survey_id", [""] * len(arrays["ids"])),
+                               f"{path} with {mass_table}")
+        return decomposer.mass_from_log(log_mass, str(mass_table)), f"mass table {mass_table}"
+    if not (normalize and decomposer.needs_mass):
+        return None, None
+    if "log_stellar_mass" not in arrays:
+        raise InputError(f"{path}: no log_stellar_mass (written by an older ddm-jax prepare) and this checkpoint needs "
+                         "a mass: prepare the spectra again, or give --mass-table or --mass")
+    log_mass = np.asarray(arrays["log_stellar_mass"], np.float64)
+    bad = np.flatnonzero(~np.isfinite(log_mass))
+    if bad.size:
+        raise InputError(f"{path}: {bad.size} spectra have no stellar mass (first: {arrays['ids'][bad[0]]}: z <= 0 or "
+                         "no stellar light in the fit); give --mass-table or --mass")
+    return decomposer.mass_from_log(log_mass, str(path)), f"{path} log_stellar_mass (prepare)"
 
 
 def run_inputs(spectra, mass: RowSource | None, ivar: RowSource | None, normalize: bool) -> dict:

@@ -34,7 +34,7 @@ from ddm_jax.errors import DDMError, InputError, MissingFileError, OutputExistsE
 from ddm_jax.io.safe import load_npz, os_error, params_sha256, save_npz_atomic
 from ddm_jax.model.models import DDM, LineRatioRegressor, abstract_params
 from ddm_jax.model.scoring import TrustCalibration
-from ddm_jax.schema import EXPECTS_KEYS, TRUST_FILE
+from ddm_jax.schema import EXPECTS_KEYS, MASS_CONVENTIONS, MASS_LOG10, TRUST_FILE
 
 DEFAULT_CHECKPOINT = Path("weights") / "ddm-jax-checkpoint"
 FORMAT_VERSION = 1
@@ -51,6 +51,9 @@ def _check_expects(expects) -> None:
         if key not in EXPECTS_KEYS or not isinstance(value, EXPECTS_KEYS[key]):
             raise InputError(f"metadata 'expects' has an unknown key or a wrong type: {key}={value!r:.80} "
                              f"(known: {', '.join(f'{k} ({t.__name__})' for k, t in EXPECTS_KEYS.items())})")
+    if expects.get("mass_convention", MASS_CONVENTIONS[0]) not in MASS_CONVENTIONS:
+        raise InputError(f"metadata 'expects' mass_convention {expects['mass_convention']!r:.80}: one of "
+                         f"{', '.join(map(repr, MASS_CONVENTIONS))}")
 
 
 def _check_trust(calibration: TrustCalibration, ddm_params, where) -> None:
@@ -264,6 +267,8 @@ def convert_to_checkpoint(weight_files, output, preset: str = "auto", overwrite:
         "presets": {"ddm": ddm.preset, "regressor": regressor.preset},
         "sources": {"ddm": ddm.source, "regressor": regressor.source},
         "converter_version": __version__,
+        # the upstream divides by a "fiber mass" it never defines: docs/model.md#the-mass says what we assume
+        "expects": {"needs_mass": True, "mass_convention": MASS_LOG10},
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     save_checkpoint(output, ddm.params, regressor.params, metadata, overwrite=overwrite)

@@ -62,6 +62,7 @@ class TemplateLibrary(NamedTuple):
     sigma_ladder: jax.Array  # (S,) sigma* of each rung, km/s
     log_wavelength0: jax.Array  # () ln(lambda) of the templates' first pixel
     dlog: jax.Array  # () their log step (velscale / c)
+    mass_per_weight: jax.Array  # (N,) 1 / norms: mass formed per unit weight (prepare.mass gives the units)
 
 
 def _broadening_kms(sigma_star, templates: TemplateSet) -> np.ndarray:
@@ -97,7 +98,7 @@ def prepare_library(templates: TemplateSet) -> TemplateLibrary:
     as32 = lambda a: jnp.asarray(np.asarray(a), jnp.float32)  # noqa: E731
     return TemplateLibrary(as32(broadened), as32(components), as32(means), as32(ladder),
                            jnp.float32(np.log(templates.wavelength[0])),
-                           jnp.float32(templates.velscale / SPEED_OF_LIGHT_KMS))
+                           jnp.float32(templates.velscale / SPEED_OF_LIGHT_KMS), as32(1.0 / templates.norms))
 
 
 def _sample(library_rows, library: TemplateLibrary, velocity, sigma):
@@ -255,7 +256,8 @@ def _final_fit(flux, weight, library: TemplateLibrary, velocity, sigma):
     model = P(lambda) sum_i w_i T_i. Each round linearises the product about the previous one,
     P' S' ~ P S' + dP S, and solves for the weights and dP together (NNLS with dP free): the
     polynomial and the population mix, which can both change the colour of the model, are
-    found at once instead of undoing each other. Returns (model (2208,), weights (N,)).
+    found at once instead of undoing each other. Returns (model (2208,), weights (N,), and the
+    mass-weighted sum of the weights with its error, () each: `_template_mass`).
     """
     templates = _sample(library.broadened, library, velocity, sigma)  # (N, K)
     n = templates.shape[0]
@@ -270,20 +272,47 @@ def _final_fit(flux, weight, library: TemplateLibrary, velocity, sigma):
         coefficients = coefficients + x[n:]
         polynomial = 1.0 + coefficients @ _LEGENDRE
     weights = _nonnegative_fit(templates * polynomial, flux, weight, n)
-    return (weights @ templates) * polynomial, weights
+    mass, mass_err = _template_mass(templates * polynomial, weights @ templates * _LEGENDRE, weights, weight,
+                                    library.mass_per_weight)
+    return (weights @ templates) * polynomial, weights, mass, mass_err
+
+
+def _template_mass(columns, polynomial_columns, weights, weight, mass_per_weight):
+    """sum_i weights_i mass_per_weight_i and its formal error: the covariance of the weights on
+    the NNLS passive set (weights > 0, the others held at 0), with the multiplicative polynomial's
+    degrees of freedom free beside them (a redder mix and a bluer polynomial trade off).
+
+    columns (N, K) the templates times the polynomial; polynomial_columns (D, K) the stars times
+    each Legendre polynomial; weights (N,); weight (K,) ivar on the fitted bins; mass_per_weight (N,).
+    Returns ((), ()): the sum and its 1-sigma error (NaN if the passive set is empty).
+    """
+    n = columns.shape[0]
+    gram, _, scale = _normal_equations(jnp.concatenate([columns, polynomial_columns]), jnp.zeros_like(weight),
+                                       weight)
+    passive = jnp.concatenate([weights > 0, jnp.ones(polynomial_columns.shape[0], bool)])
+    # held templates: rows and columns of the identity, so they drop out of the inverse
+    both = passive[:, None] & passive[None, :]
+    gram = jnp.where(both, gram, 0.0) + jnp.diag(jnp.where(passive, 0.0, 1.0))
+    direction = jnp.concatenate([jnp.where(weights > 0, mass_per_weight, 0.0), jnp.zeros(gram.shape[0] - n)])
+    scaled = direction / scale
+    variance = scaled @ jax.scipy.linalg.solve(gram, scaled, assume_a="pos")
+    mass = weights @ mass_per_weight
+    return mass, jnp.where(jnp.any(weights > 0), jnp.sqrt(jnp.maximum(variance, 0.0)), jnp.nan)
 
 
 def fit_continuum(flux, ivar, use, library: TemplateLibrary, start=None):
     """Fit one rest-frame spectrum. flux, ivar (2208,); use (2208,) bool: bins to fit (emission
     lines masked); `start`: (velocity, sigma*) of an earlier fit, searched about. Returns a dict:
-    continuum (2208,) on every bin; template_weights (N,); stellar_velocity, stellar_sigma (km/s),
+    continuum (2208,) on every bin; template_weights (N,); template_mass, template_mass_err ():
+    sum_i weights_i / norms_i and its error (`_template_mass`); stellar_velocity, stellar_sigma (km/s),
     continuum_rchi2, stellar_velocity_at_edge, stellar_sigma_at_edge, all ()."""
     weight = jnp.where(use, ivar, 0.0)
     velocity, sigma, velocity_at_edge, sigma_at_edge = _grid_search(flux, weight, library, start)
-    model, weights = _final_fit(flux, weight, library, velocity, sigma)
+    model, weights, mass, mass_err = _final_fit(flux, weight, library, velocity, sigma)
     chi2 = jnp.sum(weight * (flux - model) ** 2)
     dof = jnp.sum(weight > 0) - jnp.sum(weights > 0) - MULTIPLICATIVE_DEGREE - 2
-    return {"continuum": model, "template_weights": weights, "stellar_velocity": velocity, "stellar_sigma": sigma,
+    return {"continuum": model, "template_weights": weights, "template_mass": mass, "template_mass_err": mass_err,
+            "stellar_velocity": velocity, "stellar_sigma": sigma,
             "continuum_rchi2": jnp.where(dof > 0, chi2 / jnp.maximum(dof, 1), jnp.nan),
             "stellar_velocity_at_edge": velocity_at_edge, "stellar_sigma_at_edge": sigma_at_edge}
 

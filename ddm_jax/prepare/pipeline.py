@@ -27,6 +27,8 @@ PREPARED.npz holds, for B spectra (order of the inputs, bad ones left out):
                                  bool: a fit within one step of the edge of its search
   broad_flux, broad_flux_err, broad_delta_chi2 (B,) float32   the broad-Halpha test
   template_weights (B, N) float32   the continuum's template weights (ddm_jax.templates order)
+  log_stellar_mass, log_stellar_mass_err (B,) float32   log10 M_sun formed inside the aperture, and its
+                                 error (dex), from the continuum fit (ddm_jax.prepare.mass); NaN at z <= 0
   format () str                  PREPARED_FORMAT
 """
 
@@ -45,7 +47,7 @@ from ddm_jax.io.loaders.arrays import read_z_table
 from ddm_jax.io.loaders.registry import expand_inputs, read_many
 from ddm_jax.io.outputs.base import provenance_now
 from ddm_jax.io.outputs.prepared import write_prepared
-from ddm_jax.prepare import fit, lines
+from ddm_jax.prepare import fit, lines, mass
 from ddm_jax.progress import log as log_line
 from ddm_jax.runtime import disable_cpu_concurrent_scheduler
 from ddm_jax.schema import PREPARED_FORMAT, SHARED_KEYS
@@ -55,9 +57,10 @@ from ddm_jax.spectra.spectrum import ARRAY_SUFFIXES, FITS_SUFFIXES, Spectrum, de
 SNR_POLICIES = ("skip", "warn")
 
 
-def measure(flux: np.ndarray, ivar: np.ndarray, scheme: str = "standard") -> dict[str, np.ndarray]:
+def measure(flux: np.ndarray, ivar: np.ndarray, scheme: str = "standard",
+            z: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Continuum and line fits, ratios, BPT classes and the gate's criteria for (B, 2208)
-    rest-frame spectra (module docstring's keys)."""
+    rest-frame spectra (module docstring's keys); with their redshifts z (B,), the stellar mass too."""
     disable_cpu_concurrent_scheduler()  # the batched fits hang under XLA:CPU's concurrent scheduler
     fitted = map_padded(fit.fit_spectra, (flux, ivar), MAX_CHUNK, padded_size)
     result = {k: np.asarray(v) for k, v in lines.line_ratios(fitted["line_flux"], scheme).items()}
@@ -72,6 +75,9 @@ def measure(flux: np.ndarray, ivar: np.ndarray, scheme: str = "standard") -> dic
         line_fit_rchi2=fitted["rchi2"],
         passes_gate=meets_snr & fitted["line_fit_ok"] & ~fitted["broad_balmer"],
     )
+    if z is not None:
+        result.update(mass.stellar_mass(fitted["template_mass"], fitted["template_mass_err"], z,
+                                        fitted["continuum_rchi2"]))
     return result
 
 
@@ -121,9 +127,10 @@ def prepare_spectra(spectra: list[Spectrum], coverage: str = "refuse", snr_polic
     off_grid = len(spectra) - len(kept)
     if not kept:
         raise InputError(f"none of the {len(spectra)} spectra is left after the coverage check; nothing written")
-    arrays.update(measure(arrays["flux"], arrays["ivar"], scheme))
+    z = np.array([s.z for s in kept], np.float64)
+    arrays.update(measure(arrays["flux"], arrays["ivar"], scheme, z))
     arrays.update(
-        z=np.array([s.z for s in kept], np.float64), ids=np.array([s.id for s in kept], dtype=str),
+        z=z, ids=np.array([s.id for s in kept], dtype=str),
         position=np.array([(tuple(s.position) + (-1, -1))[:2] if s.position else (-1, -1) for s in kept], np.int32),
         source=np.array([s.source for s in kept], dtype=str), wcs=np.array([s.wcs or "" for s in kept], dtype=str),
         survey_id=np.array([s.survey_id for s in kept], dtype=str),
@@ -165,7 +172,7 @@ def run(inputs: list[str], output: str, coverage: str = "refuse", snr_policy: st
     arrays = prepare_spectra(spectra, coverage, snr_policy, scheme, log)
     arrays["provenance"] = np.array(json.dumps(provenance_now(
         command="prepare", input=" ".join(map(str, inputs)), coverage=coverage, snr_policy=snr_policy,
-        bpt_scheme=scheme)))
+        bpt_scheme=scheme, stellar_mass=f"log10 M_sun formed, BC03 (docs/prepare.md), {mass.COSMOLOGY}")))
     write_prepared(output, arrays)
     if plot_dir is not None:
         from ddm_jax.report.plotting import plot_prepared

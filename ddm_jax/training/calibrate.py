@@ -167,11 +167,26 @@ def _cuts(count: int, shares) -> list[int]:
     return [round(count * share) for share in np.cumsum(shares)[:-1]]
 
 
+def composite_mass_range(expects: dict, mass_range, checkpoint) -> tuple[float, float]:
+    """`mass_range`, or (1, 1) for a checkpoint that expects no mass; a DDMError where none is
+    given and the checkpoint needs a mass (ones would be the wrong amplitude for its network)."""
+    if mass_range is not None:
+        return tuple(mass_range)
+    if expects.get("needs_mass", True):
+        convention = expects.get("mass_convention", "convention not stated")
+        raise InputError(f"{checkpoint} needs a mass per spectrum ({convention}): give the "
+                         "composites' masses, --mass LOW HIGH in that convention")
+    return (1.0, 1.0)
+
+
 def calibrate_checkpoint(checkpoint, library_path, n: int = DEFAULT_SAMPLES, seed: int = 0, *,
                          quantile: float = DEFAULT_QUANTILE, components: int = DEFAULT_COMPONENTS,
-                         mass_range=(1.0, 1.0)) -> TrustCalibration:
-    """The `calibrate` command: calibrate a checkpoint on composites of a library file and attach it."""
+                         mass_range=None) -> TrustCalibration:
+    """The `calibrate` command: calibrate a checkpoint on composites of a library file and attach it.
+    `mass_range` (low, high): the composites' masses, uniform between them, in the checkpoint's
+    mass convention; None: ones, for a checkpoint that expects no mass (a DDMError for one that needs one)."""
     ddm_params, _, metadata = load_checkpoint(checkpoint)
+    mass_range = composite_mass_range(metadata.get("expects", {}), mass_range, checkpoint)
     config = config_from_dict(DDMConfig, metadata["ddm_config"])
     library = load_library(library_path)
     description = (f"{n} composites w*SF + (1-w)*AGN, w ~ U(0,1), mass ~ U{tuple(mass_range)}, of {library_path} "

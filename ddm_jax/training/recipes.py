@@ -26,6 +26,7 @@ import dataclasses
 from ddm_jax.config import OptimizerConfig, TrainConfig
 from ddm_jax.constants import SNR_MIN
 from ddm_jax.errors import InputError
+from ddm_jax.schema import MASS_NONE
 
 DDM_OPTIMIZER = OptimizerConfig(learning_rate=2e-3, warmup_steps=20)
 LONG_DDM_OPTIMIZER = OptimizerConfig(learning_rate=2e-3, warmup_steps=100)
@@ -118,6 +119,6 @@ def expects(recipe: Recipe) -> dict:
     described = {"realistic": "ddm_jax.training.realistic: BC03 populations, NebulaBayes HII/NLR line grids, dust, "
                               "survey-like noise (docs/realistic.md)",
                  "formula": "ddm_jax.training.synthetic: formula continua and line ratios"}
-    return {"needs_mass": False, "grid": "rest-frame vacuum, 3700 + 2 i A, 2208 bins",
+    return {"needs_mass": False, "mass_convention": MASS_NONE, "grid": "rest-frame vacuum, 3700 + 2 i A, 2208 bins",
             "normalisation": "(x - median) / std over 4000 < lambda <= 7000 A, mass 1",
             "trained_on": described[recipe.data], "line_snr_min": SNR_MIN}

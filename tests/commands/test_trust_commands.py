@@ -60,7 +60,7 @@ def test_calibrate_command_end_to_end(tmp_path, trust_params, trust_library, cap
     np.savez(tmp_path / "lib.npz", sf=5 * np.asarray(trust_library.sf), agn=np.asarray(trust_library.agn),
              sf_ivar=ivar_like(trust_library.sf) / 25, agn_ivar=ivar_like(trust_library.agn))
     assert main(["calibrate", str(ckpt), "--library", str(tmp_path / "lib.npz"), "--samples", "256",
-                 "--components", "4", "--quantile", "0.95"]) == 0
+                 "--components", "4", "--quantile", "0.95", "--mass", "1", "1"]) == 0  # it needs a mass: given
     assert "false-alarm rate" in capsys.readouterr().out
     calibration = load_trust(ckpt)
     assert float(calibration.quantile) == np.float32(0.95) and np.isfinite(calibration.chi2_threshold)
