@@ -42,9 +42,10 @@ import numpy as np
 
 from ddm_jax.constants import LINE_NAMES
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # hostile_files, when run as a script
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # hostile_files, sdss_layouts, when run as a script
 
 from hostile_files import as_model_save, strings, weighted_layers  # noqa: E402
+from sdss_layouts import dr8_values, synthetic_values, write_eboss, write_spspec  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "ddm_jax" / "data"
@@ -391,6 +392,8 @@ class Fuzzer:
             "CSV (prepare)": (good / "spectrum.csv", csv_lines),
             "redshift table CSV (prepare)": (good / "z.csv", csv_lines),
             "SDSS spec FITS (prepare)": (self._sdss(good), fits_card),
+            "SDSS DR7 spSpec FITS (prepare)": (write_spspec(self._sdss_values(good), good / "spSpec.fit"), fits_card),
+            "SDSS eBOSS spec FITS (prepare)": (write_eboss(self._sdss_values(good), good / "eboss.fits"), fits_card),
             "DESI coadd FITS.gz (prepare)": (REAL / "coadd-4-80613-thru20210324.fits.gz", fits_card),
             "DESI redrock FITS.gz (prepare)": (REAL / "redrock-4-80613-thru20210324.fits.gz", fits_card),
             "MaNGA DAP FITS.gz (prepare)": (REAL / "MaNGA_test_spectra.fits.gz", fits_card),
@@ -411,6 +414,15 @@ class Fuzzer:
         except ImportError:  # the test extra installs it; without it, a file the reader makes stands in
             return _manga_cube(good / "sdss-standin.fits")
         return Path(ppxf.__file__).parent / "spectra" / "NGC3073_SDSS_DR18.fits"
+
+    @staticmethod
+    def _sdss_values(good: Path) -> dict:
+        """A real SDSS spectrum's values (pPXF's) for the layouts no package ships, else made-up ones."""
+        try:
+            import ppxf
+        except ImportError:
+            return synthetic_values()
+        return dr8_values(Path(ppxf.__file__).parent / "spectra" / "NGC3073_SDSS_DR18.fits")
 
     @staticmethod
     def _state_dict(good: Path) -> Path:

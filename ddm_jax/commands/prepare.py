@@ -30,7 +30,8 @@ def add_parser(subparsers) -> None:
                              "describe the data, broad Balmer lines): skip them (default) or keep them with "
                              "passes_gate = False and the reason in meets_snr, line_fit_ok, broad_balmer (warn)")
     parser.add_argument("--z", type=float, default=None,
-                        help="redshift for every input (replaces the SPECOBJ / redrock / Z-HDU redshift)")
+                        help="redshift for every input (replaces the SPECOBJ / SPALL / spSpec header / redrock / "
+                             "Z-HDU redshift)")
     parser.add_argument("--z-table", metavar="CSV", default=None,
                         help="CSV with header id,z: redshift by spectrum id, or by the part before '#' "
                              "(e.g. a MaNGA plateifu) for every spectrum of a file")

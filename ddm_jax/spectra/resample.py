@@ -9,6 +9,12 @@ To the rest frame: wavelength / (1 + z), flux density * (1 + z), which keeps lin
 Single-spectrum functions take inputs padded to a common length (see `pad_batch`), so that
 thousands of spectra of different lengths batch under one `vmap` and one compilation.
 
+A spectrum's result does not depend on what else is rebinned with it, to the bit: the rest-frame
+edges, flux and variance are computed on the host in float64 (XLA's float32 division by 1 + z
+rounds differently from one compiled program to another, which moved flux by up to 2e-4), and
+`rebin_spectra` rebins together only spectra with the same padded length and `max_pixels`, so
+each one goes through the program its own shape picks.
+
 Output mask bits (uint8, 0 = good): NO_COVERAGE, NO_DATA, FILLED below.
 """
 
@@ -45,28 +51,48 @@ def pixel_edges(wavelength: np.ndarray) -> np.ndarray:
     return np.concatenate([[2 * wl[0] - mid[0]], mid, [2 * wl[-1] - mid[-1]]])
 
 
-def pad_batch(spectra) -> dict:
-    """Stack `Spectrum` records into padded arrays for `rebin_batch`.
+def padded_length(spectrum: Spectrum) -> int:
+    """The spectrum's pixel count rounded up to a multiple of PAD_MULTIPLE."""
+    return -(-spectrum.flux.size // PAD_MULTIPLE) * PAD_MULTIPLE
 
-    Padding pixels have zero width (edges repeat the last edge), zero flux and are not good,
-    so they add nothing to any sum. Returns edges (B, L+1), flux, ivar, good (B, L), z (B,),
-    and max_pixels: the most whole input pixels that fit in one output bin (static for jit).
+
+def rest_edges(spectrum: Spectrum) -> np.ndarray:
+    """Rest-frame pixel edges, (N + 1,) float64."""
+    return pixel_edges(spectrum.wavelength) / (1 + spectrum.z)
+
+
+def max_pixels(spectrum: Spectrum) -> int:
+    """The most whole pixels of the spectrum inside one output bin, at least 1: the pixel edges
+    inside a bin bound the whole pixels it holds."""
+    return max(1, int(np.diff(np.searchsorted(rest_edges(spectrum), grid_edges())).max()))
+
+
+def rebin_key(spectrum: Spectrum) -> tuple[int, int]:
+    """(padded length, max_pixels): what picks the compiled program a spectrum is rebinned by."""
+    return padded_length(spectrum), max_pixels(spectrum)
+
+
+def pad_batch(spectra, max_pixels_of_batch: int | None = None) -> dict:
+    """Stack `Spectrum` records into padded rest-frame arrays for `rebin_batch`.
+
+    Rest frame on the host, in float64: edges / (1 + z), flux density x (1 + z), variance
+    (1 / ivar, 0 where ivar is 0) x (1 + z)^2. Padding pixels have zero width (edges repeat the
+    last edge), zero flux and are not good, so they add nothing to any sum. Returns edges
+    (B, L+1), flux, variance, good (B, L), and max_pixels, the batch's largest (static for jit;
+    `max_pixels_of_batch` where the caller knows it).
     """
-    length = -(-max(s.flux.size for s in spectra) // PAD_MULTIPLE) * PAD_MULTIPLE
+    length = max(padded_length(s) for s in spectra)
     batch = {"edges": np.empty((len(spectra), length + 1)), "flux": np.zeros((len(spectra), length)),
-             "ivar": np.zeros((len(spectra), length)), "good": np.zeros((len(spectra), length), bool),
-             "z": np.array([s.z for s in spectra], dtype=np.float64)}
-    max_pixels = 1
+             "variance": np.zeros((len(spectra), length)), "good": np.zeros((len(spectra), length), bool)}
     for row, s in enumerate(spectra):
-        n = s.flux.size
-        edges = pixel_edges(s.wavelength)
-        # Pixel edges inside each output bin bound the whole pixels it holds.
-        inside = np.diff(np.searchsorted(edges / (1 + s.z), grid_edges()))
-        max_pixels = max(max_pixels, int(inside.max()))
+        n, scale = s.flux.size, 1 + s.z
+        edges = rest_edges(s)
         batch["edges"][row, : n + 1] = edges
         batch["edges"][row, n + 1:] = edges[-1]
-        batch["flux"][row, :n], batch["ivar"][row, :n], batch["good"][row, :n] = s.flux, s.ivar, s.good
-    batch["max_pixels"] = max_pixels
+        variance = np.where(s.ivar > 0, 1.0 / np.where(s.ivar > 0, s.ivar, 1.0), 0.0)
+        batch["flux"][row, :n], batch["variance"][row, :n] = s.flux * scale, variance * scale**2
+        batch["good"][row, :n] = s.good
+    batch["max_pixels"] = max_pixels_of_batch or max(max_pixels(s) for s in spectra)
     return batch
 
 
@@ -92,21 +118,18 @@ def overlap_sums(edges: jax.Array, values: jax.Array, out_edges: jax.Array, powe
     return left + middle + right
 
 
-def rebin(edges: jax.Array, flux: jax.Array, ivar: jax.Array, good: jax.Array, z: jax.Array,
-          max_pixels: int):
-    """One observed spectrum onto the rest-frame grid.
+def rebin(rest: jax.Array, flux: jax.Array, variance: jax.Array, good: jax.Array, max_pixels: int):
+    """One spectrum, already in the rest frame (`pad_batch`), onto the rest-frame grid.
 
-    edges: (L+1,) observed-frame pixel edges; flux, ivar: (L,); good: (L,) bool; z: ();
-    max_pixels: static, from `pad_batch`.
+    rest: (L+1,) rest-frame pixel edges; flux, variance: (L,) rest-frame density and its
+    variance; good: (L,) bool; max_pixels: static, from `pad_batch`.
     Returns flux (2208,), ivar (2208,), mask (2208,) uint8 (NO_COVERAGE / NO_DATA bits).
     Bins that are not fully covered keep the mean over their covered part, flagged.
     """
-    out_edges = jnp.asarray(grid_edges(), edges.dtype)
-    rest = edges / (1 + z)
+    out_edges = jnp.asarray(grid_edges(), rest.dtype)
     weight = good.astype(flux.dtype)
-    variance = jnp.where(ivar > 0, 1.0 / jnp.where(ivar > 0, ivar, 1.0), 0.0) * (1 + z) ** 2
     w = overlap_sums(rest, weight, out_edges, 1, max_pixels)
-    f = overlap_sums(rest, weight * flux * (1 + z), out_edges, 1, max_pixels)
+    f = overlap_sums(rest, weight * flux, out_edges, 1, max_pixels)
     v = overlap_sums(rest, weight * variance, out_edges, 2, max_pixels)
     has = w > 0
     out_flux = jnp.where(has, f / jnp.where(has, w, 1.0), 0.0)
@@ -136,15 +159,15 @@ def fill_gaps(flux: jax.Array, ivar: jax.Array, mask: jax.Array):
 
 
 @functools.partial(jax.jit, static_argnames="max_pixels")
-def rebin_batch(edges, flux, ivar, good, z, max_pixels: int):
-    """`rebin` then `fill_gaps` over a batch: (B, L+1), (B, L) x3, (B,) -> (B, 2208) x3.
+def rebin_batch(edges, flux, variance, good, max_pixels: int):
+    """`rebin` then `fill_gaps` over a batch: (B, L+1), (B, L) x3 -> (B, 2208) x3.
 
     Every flagged bin is filled; whether a spectrum with NO_COVERAGE bins is kept is the
     caller's coverage policy.
     """
     def one(*a):
         return fill_gaps(*rebin(*a, max_pixels=max_pixels))
-    return jax.vmap(one)(edges, flux, ivar, good, z)
+    return jax.vmap(one)(edges, flux, variance, good)
 
 
 def coverage_report(mask: np.ndarray) -> tuple[int, str]:
@@ -170,15 +193,25 @@ def padded_size(n: int) -> int:
     return min(max(1 << max(n - 1, 0).bit_length(), MIN_CHUNK), MAX_CHUNK)
 
 
+BATCH_KEYS = ("edges", "flux", "variance", "good")
+
+
 def rebin_spectra(spectra: list[Spectrum]) -> dict[str, np.ndarray]:
-    """Rest-frame flux, ivar, mask (B, 2208) for validated spectra, in batches."""
+    """Rest-frame flux, ivar, mask (B, 2208) for validated spectra, in batches of spectra that share
+    a `rebin_key`, so that each spectrum's result is the one it has alone."""
     def rebin(index):  # padding repeats the last index: a batch of whole spectra
-        batch = resample.pad_batch([spectra[i] for i in index])
-        out = resample.rebin_batch(*(batch[k] for k in ("edges", "flux", "ivar", "good", "z")),
-                                   max_pixels=batch["max_pixels"])
+        batch = resample.pad_batch([spectra[i] for i in index], keys[index[0]][1])
+        out = resample.rebin_batch(*(batch[k] for k in BATCH_KEYS), max_pixels=batch["max_pixels"])
         return dict(zip(("flux", "ivar", "mask"), out))
 
-    return map_padded(rebin, (np.arange(len(spectra)),), MAX_CHUNK, padded_size)
+    result = {"flux": np.zeros((len(spectra), N_BINS), np.float32),
+              "ivar": np.zeros((len(spectra), N_BINS), np.float32), "mask": np.zeros((len(spectra), N_BINS), np.uint8)}
+    keys = [rebin_key(s) for s in spectra]
+    for key in sorted(set(keys)):
+        rows = np.flatnonzero([k == key for k in keys])
+        for name, values in map_padded(rebin, (rows,), MAX_CHUNK, padded_size).items():
+            result[name][rows] = values
+    return result
 
 
 def coverage_message(spectrum, mask: np.ndarray) -> str | None:

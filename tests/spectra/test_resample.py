@@ -6,6 +6,7 @@ import numpy as np
 
 from ddm_jax.io.loaders.sdss import read_sdss_fits
 from ddm_jax.spectra import resample
+from ddm_jax.spectra.spectrum import Spectrum
 from spectra_helpers import STRONG, ppxf_sdss_path, rest_density, sdss_like
 
 # float32 sums over ~2200 bins (the total rounds at ~1e-7 of itself; measured 4e-7).
@@ -19,8 +20,7 @@ PULL_STD_TOL = 0.05
 
 def _rebin(spectra):
     batch = resample.pad_batch(spectra)
-    out = resample.rebin_batch(batch["edges"], batch["flux"], batch["ivar"], batch["good"], batch["z"],
-                               max_pixels=batch["max_pixels"])
+    out = resample.rebin_batch(*(batch[k] for k in resample.BATCH_KEYS), max_pixels=batch["max_pixels"])
     return [np.asarray(a) for a in out]
 
 
@@ -118,3 +118,37 @@ def test_padding_and_batching_do_not_change_a_spectrum():
         alone = _rebin([spectrum])
         for a, b in zip(alone, together):
             np.testing.assert_array_equal(a[0], b[row])
+
+
+def _fine_spectrum(step: float, z: float) -> Spectrum:
+    """A spectrum of `step`-Angstrom pixels covering the grid at z: many pixels per output bin."""
+    wavelength = np.arange(3690 * (1 + z), 8130 * (1 + z), step)
+    edges = resample.pixel_edges(wavelength) / (1 + z)
+    flux = rest_density(edges) / (1 + z)
+    return Spectrum("fine", "fine.npz", wavelength, flux, np.full(flux.size, 4.0), np.ones(flux.size, bool), z)
+
+
+def test_a_spectrum_rebins_to_the_same_bits_alone_and_among_others():
+    """Issue 20: 0.6 A pixels at z = 1 put up to 7 pixel edges in a bin; rebinned in one batch with
+    them, this SDSS spectrum's flux moved by 1.1e-4 of its peak (the batch-wide max_pixels changed
+    the compiled program, and XLA's float32 division by 1 + z with it)."""
+    spectrum = read_sdss_fits(ppxf_sdss_path(STRONG))
+    fine = _fine_spectrum(0.6, 1.0)
+    assert resample.max_pixels(fine) >= 2 * resample.max_pixels(spectrum)
+    alone = resample.rebin_spectra([spectrum])
+    mixed = resample.rebin_spectra([fine, spectrum] + [spectrum] * 40)  # two rebin keys, 64-row batches
+    fine_alone = resample.rebin_spectra([fine])
+    for key in ("flux", "ivar", "mask"):
+        for row in range(1, 42):
+            np.testing.assert_array_equal(mixed[key][row], alone[key][0], err_msg=f"{key}, row {row}")
+        np.testing.assert_array_equal(mixed[key][0], fine_alone[key][0], err_msg=key)
+
+
+def test_the_kernel_does_not_depend_on_max_pixels_beyond_what_a_spectrum_needs():
+    spectrum = read_sdss_fits(ppxf_sdss_path(STRONG))
+    batch = resample.pad_batch([spectrum])
+    arrays = [batch[k] for k in resample.BATCH_KEYS]
+    own = resample.rebin_batch(*arrays, max_pixels=batch["max_pixels"])
+    for larger in (batch["max_pixels"] + 3, 40):
+        for a, b in zip(own, resample.rebin_batch(*arrays, max_pixels=larger)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

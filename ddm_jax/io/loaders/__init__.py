@@ -6,7 +6,7 @@
 Importing this package registers every bundled format.
 """
 
-from ddm_jax.io.loaders import arrays, desi, manga, sdss  # noqa: F401  (each registers its reader)
+from ddm_jax.io.loaders import arrays, desi, manga, sdss, sdss_dr7  # noqa: F401  (each registers its reader)
 from ddm_jax.io.loaders.registry import expand_inputs, read_any, read_fits, read_many
 
 __all__ = ["expand_inputs", "read_any", "read_fits", "read_many"]

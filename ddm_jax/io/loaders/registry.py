@@ -1,12 +1,15 @@
 """The loaders' registry: survey spectrum files and plain arrays into `Spectrum` records.
 
-Each format is one module of this package (`sdss`, `desi`, `manga`, `arrays`) that registers its
+Each format is one module of this package (`sdss`, `sdss_dr7`, `desi`, `manga`, `arrays`) that registers its
 reader here (`fits_loader`, `array_loader`), as specutils' loaders do: adding a format touches one
 new module and the package's `__init__`, nothing else.
 
 `read_any` recognises a FITS file by its content (HDU names), not by its name:
 
-  SDSS spec-*.fits        COADD table (loglam, flux, ivar, and_mask); z from SPECOBJ.
+  SDSS spec-*.fits        COADD table (loglam, flux, ivar, and_mask); z from SPECOBJ (SDSS-I/II)
+                          or SPALL (BOSS, eBOSS).
+  SDSS DR7 spSpec-*.fit   primary image rows flux, continuum-subtracted flux, error, mask;
+                          wavelengths 10 ** (COEFF0 + COEFF1 i); z from the header's Z.
   DESI coadd-*.fits       <ARM>_WAVELENGTH/_FLUX/_IVAR/_MASK per camera (B, R, Z) and FIBERMAP:
                           one spectrum per target, id `<file stem>#<TARGETID>`, the cameras merged
                           onto one grid (`merge_arms`); z from the redrock file next to it
@@ -27,7 +30,8 @@ Wavelengths are observed-frame vacuum Angstrom (SDSS's, DESI's and MaNGA's conve
 was trained on MaNGA); `z` takes them to the rest frame. Flux is per Angstrom (all three surveys
 write 1e-17 erg/s/cm2/A; prepare does not depend on the unit).
 
-Masks. SDSS: and_mask != 0 is bad. DESI: MASK != 0 is bad. MaNGA cubes and the DAP test spectra
+Masks. SDSS: and_mask != 0 is bad (DR7: the mask row != 0, or error <= 0). DESI: MASK != 0 is bad.
+MaNGA cubes and the DAP test spectra
 (MANGA_DRP3PIXMASK): MASK != 0 is bad, i.e. any of NOCOV, LOWCOV, DEADFIBER, FORESTAR, DONOTUSE,
 the only bits defined (stricter than the DAP, which drops DONOTUSE and FORESTAR only). MaNGA RSS
 (MANGA_DRP2PIXMASK): any bit but the informational SMEARIMAGE, SMEARHIGHSN, SMEARMEDSN (10-12) is

@@ -1,5 +1,6 @@
-"""SDSS spec-*.fits files: the COADD table (loglam, flux, ivar, and_mask); z from SPECOBJ; the
-survey id PLATE-MJD-FIBERID. and_mask != 0 marks a bad pixel."""
+"""SDSS spec-*.fits files (DR8 and later): the COADD table (loglam, flux, ivar, and_mask); z and
+the survey id PLATE-MJD-FIBERID from the object's metadata table, named SPECOBJ for SDSS-I/II
+spectra and SPALL for BOSS and eBOSS (SDSS-III/IV) ones. and_mask != 0 marks a bad pixel."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ from ddm_jax.io.loaders.registry import fits_loader
 from ddm_jax.spectra.spectrum import Spectrum, spectrum_id
 
 COADD_COLUMNS = ("loglam", "flux", "ivar", "and_mask")
+# The one-row metadata table: a copy of the specObj row (SDSS-I/II) or of the spAll row (BOSS, eBOSS).
+METADATA_TABLES = ("SPECOBJ", "SPALL")
 
 
 def read_sdss_fits(path: str | os.PathLike) -> Spectrum:
-    """An SDSS spec file: COADD table (loglam, flux, ivar, and_mask), z from SPECOBJ if present."""
+    """An SDSS spec file: COADD table (loglam, flux, ivar, and_mask), z from SPECOBJ or SPALL if present."""
     path = Path(path)
     return read_fits_guarded(path, lambda hdul: _sdss_from_hdul(path, hdul)[0])
 
@@ -30,10 +33,10 @@ def _is_sdss(names: list[str], hdul) -> bool:
     return "COADD" in names or (len(hdul) > 1 and isinstance(hdul[1], fits.BinTableHDU) and not hdul[1].name)
 
 
-@fits_loader("sdss", "SDSS spec (COADD table)", identify=_is_sdss, priority=100)
+@fits_loader("sdss", "SDSS spec, DR8 and later (COADD table)", identify=_is_sdss, priority=100)
 def _sdss_from_hdul(path: Path, hdul) -> list[Spectrum]:
     coadd = _coadd_columns(path, hdul)
-    z = _specobj_z(hdul)
+    z = _metadata_z(hdul)
     wavelength = 10.0 ** coadd["loglam"]
     good = coadd["and_mask"] == 0
     return [Spectrum(spectrum_id(path), str(path), wavelength, coadd["flux"], coadd["ivar"], good, z,
@@ -41,10 +44,11 @@ def _sdss_from_hdul(path: Path, hdul) -> list[Spectrum]:
 
 
 def _sdss_survey_id(path: Path, hdul) -> str:
-    """'sdss:PLATE-MJD-FIBERID' from SPECOBJ, the primary header, or an spec-PPPP-MMMMM-FFFF name."""
+    """'sdss:PLATE-MJD-FIBERID' from SPECOBJ or SPALL, the primary header, or an spec-PPPP-MMMMM-FFFF name."""
     keys = ("PLATE", "MJD", "FIBERID")
-    if "SPECOBJ" in hdul and all(k in column_names(hdul["SPECOBJ"]) for k in keys):
-        values = [int(np.asarray(hdul["SPECOBJ"].data[k]).ravel()[0]) for k in keys]
+    table = _metadata_table(hdul, keys)
+    if table is not None:
+        values = [int(np.asarray(table.data[k]).ravel()[0]) for k in keys]
     elif all(k in hdul[0].header for k in ("PLATEID", "MJD", "FIBERID")):
         values = [int(hdul[0].header[k]) for k in ("PLATEID", "MJD", "FIBERID")]
     elif match := re.match(r"spec-(\d+)-(\d+)-(\d+)$", spectrum_id(path)):
@@ -69,7 +73,16 @@ def _coadd_columns(path: Path, hdul) -> dict[str, np.ndarray]:
             for c in COADD_COLUMNS}
 
 
-def _specobj_z(hdul) -> float | None:
-    if "SPECOBJ" not in hdul or "Z" not in column_names(hdul["SPECOBJ"]):
-        return None
-    return float(np.asarray(hdul["SPECOBJ"].data["Z"]).ravel()[0])
+def _metadata_table(hdul, columns: tuple[str, ...]):
+    """The first of SPECOBJ, SPALL that has every one of `columns` (and a row), or None."""
+    for name in METADATA_TABLES:
+        table = hdul[name] if name in hdul else None
+        if table is not None and all(c in column_names(table) for c in columns) and table.data is not None \
+                and len(table.data):
+            return table
+    return None
+
+
+def _metadata_z(hdul) -> float | None:
+    table = _metadata_table(hdul, ("Z",))
+    return None if table is None else float(np.asarray(table.data["Z"]).ravel()[0])
