@@ -62,6 +62,10 @@ PREPARED_KEYS = (
     "log_sii_ha", "log_oi_ha", "position",
 )
 
+# PREPARED's frame (ddm_jax.prepare.frame): Galactic E(B-V), resolution against MaNGA's, a spaxel's
+# own velocity. Not required of a PREPARED file (older ones lack them).
+FRAME_KEYS = ("ebv_galactic", "lsf_coarser_fraction", "resolution_sigma_kms", "spaxel_velocity")
+
 # ----------------------------------------------------------------------------- a streamed folder
 
 # The folder's manifest (written last: a folder with one is complete), the job it was started with
@@ -115,6 +119,10 @@ PROVENANCE_CARDS = {
     "bpt_scheme": ("BPTSCHEM", "[NII] BPT scheme (docs/model.md)"), "precision": ("PRECISN", "compute precision"),
     "mc_samples": ("MCSAMPLE", "Monte-Carlo dropout passes (0: off)"), "mc_seed": ("MCSEED", "dropout seed"),
     "coverage": ("COVERAGE", "prepare coverage policy"), "snr_policy": ("SNRPOL", "prepare gate policy"),
+    "resolution": ("RESOLUTN", "prepare resolution: manga (matched) or native"),
+    "extinction_law": ("EXTLAW", "Galactic extinction law prepare corrected with"),
+    "ebv": ("EBVALL", "--ebv: E(B-V) where the file and z table give none"),
+    "ebv_galactic": ("EBVRANGE", "Galactic E(B-V) corrected for (per spectrum in ebv_galactic)"),
 }
 
 # The line quantities (constants.LINE_QUANTITIES), for people.
