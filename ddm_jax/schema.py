@@ -96,9 +96,13 @@ DESCRIPTIONS = {
     "broad_balmer": "broad Halpha found (type-1 AGN)", "passes_gate": "meets_snr, line_fit_ok, no broad lines",
     "position": "cube spaxel (x, y) or RSS row (k, -1); (-1, -1) elsewhere", "source": "input file",
     "bpt_nii": "[NII] BPT class of the measured ratios", "bpt_sii": "[SII] BPT class of the measured ratios",
+    "ebv_galactic": "Galactic E(B-V) corrected for (F99, R_V 3.1)",
+    "lsf_coarser_fraction": "share of pixels coarser than MaNGA resolution",
+    "resolution_sigma_kms": "instrumental sigma at 5500 A rest", "spaxel_velocity": "spaxel velocity, rebinned at",
 }
 
-UNITS = {"line_velocity": "km/s", "line_sigma": "km/s", "stellar_velocity": "km/s", "stellar_sigma": "km/s"}
+UNITS = {"line_velocity": "km/s", "line_sigma": "km/s", "stellar_velocity": "km/s", "stellar_sigma": "km/s",
+         "ebv_galactic": "mag", "resolution_sigma_kms": "km/s", "spaxel_velocity": "km/s"}
 
 # Spectrum-shaped arrays: their image HDU's BUNIT comment.
 SPECTRUM_UNITS = {"flux": "rest-frame flux density as the survey gives it", "ivar": "inverse variance of flux",
