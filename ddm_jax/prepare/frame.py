@@ -28,6 +28,7 @@ from ddm_jax.constants import LINE_NAMES, SPEED_OF_LIGHT_KMS
 from ddm_jax.prepare import fit
 from ddm_jax.prepare.continuum import REFERENCE_WAVELENGTH
 from ddm_jax.progress import log as log_line
+from ddm_jax.runtime import disable_cpu_concurrent_scheduler
 from ddm_jax.spectra import instrument
 from ddm_jax.spectra.resample import MAX_CHUNK, padded_size, rebin_spectra
 from ddm_jax.spectra.spectrum import Spectrum
@@ -77,6 +78,7 @@ def spaxel_velocities(flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
     """The first pass: each rest-frame spectrum's velocity (km/s) relative to the frame it is in,
     the gas's where Halpha has S/N > FIRST_PASS_SNR and its fit is inside the search, else the
     stars' where theirs is, else 0. flux, ivar (B, 2208) -> (B,) float64."""
+    disable_cpu_concurrent_scheduler()  # as pipeline.measure: the batched fits hang under XLA:CPU's concurrent one
     fitted = map_padded(fit.fit_spectra, (flux, ivar), MAX_CHUNK, padded_size)
     gas_ok = (fitted["line_snr"][:, _HALPHA] > FIRST_PASS_SNR) & ~fitted["velocity_at_edge"]
     stars_ok = np.isfinite(fitted["stellar_velocity"]) & ~fitted["stellar_velocity_at_edge"]
@@ -88,6 +90,7 @@ def rest_frame(spectra: list[Spectrum], resolution: str = "manga",
     """`correct_instrument`, the rebin, and each spectrum with a `position` rebinned again at its
     own velocity (`spaxel_velocities`). Returns the spectra as rebinned (z the one used) and
     flux, ivar, mask (B, 2208) with the module docstring's keys."""
+    disable_cpu_concurrent_scheduler()  # before the rebin starts JAX: the fits after it need the setting
     spectra, info = correct_instrument(spectra, resolution, log)
     grid = rebin_spectra(spectra)
     velocity = np.full(len(spectra), np.nan)

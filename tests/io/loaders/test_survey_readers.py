@@ -334,8 +334,17 @@ def test_the_committed_real_spectra_through_prepare(tmp_path, capsys):
     ids = {f"coadd-{stem}#{target}" for stem, target in DESI.items()}
     ids |= {f"{stem}#{row}" for stem, n in DAP_FILES.items() for row in range(n)}
     ids -= {f"MaNGA_test_spectra#{DAP_MASKED_ROW}"}
-    assert set(load_prepared(out)["ids"]) == ids
+    prepared = load_prepared(out)
+    assert set(prepared["ids"]) == ids
     assert any(f"MaNGA_test_spectra#{DAP_MASKED_ROW}" in line and "every pixel is masked" in line for line in err)
+    # the DESI files' FIBERMAP E(B-V) corrected for; the DAP test files carry none: 0, said once
+    ebv = dict(zip(prepared["ids"], prepared["ebv_galactic"]))
+    for stem, target in DESI.items():
+        expected = float(fits.getdata(_coadd(stem), "FIBERMAP")["EBV"][0])
+        assert ebv[f"coadd-{stem}#{target}"] == pytest.approx(expected, rel=1e-6)  # float32 in PREPARED
+    assert all(ebv[i] == 0 for i in ids if i.startswith("MaNGA"))
+    assert len([line for line in err if "no Galactic E(B-V)" in line]) == 1
+    assert np.isnan(prepared["spaxel_velocity"]).all()  # no cube here: single spectra keep their redshift
 
 
 # --- the instrument's resolution (lsf_sigma) and the Galactic E(B-V) -------------------------------
