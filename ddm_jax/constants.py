@@ -26,6 +26,18 @@ def norm_window_slice(n_bins: int = N_BINS) -> slice:
     return slice(int(idx[0]), int(idx[-1]) + 1)
 
 
+# The frame the DDM learned (docs/prepare.md#instrument-and-galactic-extinction): MaNGA's median
+# resolving power R = lambda / FWHM at these wavelengths (Angstrom; linear in between, constant
+# beyond the ends), from real DR15 spaxels (tools/make_manga_resolution.py). `prepare` convolves a
+# spectrum to it on the rest-frame grid where the instrument is sharper.
+TARGET_RESOLUTION_WAVELENGTH = (3600.0, 4000.0, 4500.0, 5000.0, 5500.0, 6000.0, 6500.0, 7000.0, 7500.0,
+                                8000.0, 8500.0)
+TARGET_RESOLVING_POWER = (1423.0, 1611.0, 1762.0, 1815.0, 1870.0, 1895.0, 1827.0, 1960.0, 2086.0, 2176.0, 2335.0)
+# Galactic extinction: R_V of the law (dust_extinction's F99, the law of the SFD / Schlafly &
+# Finkbeiner 2011 E(B-V) that DESI and MaNGA record).
+GALACTIC_RV = 3.1
+
+
 # Rest-frame vacuum wavelengths (Angstrom), as SDSS's spZline table lists them: SDSS and MaNGA
 # spectra are on vacuum wavelengths (air ones sit ~1.8 A bluer at Halpha).
 EMISSION_LINES = {

@@ -65,6 +65,10 @@ PREPARED_KEYS = (
 # every `prepare` since they were added, absent from older files (decompose then asks for --mass-table).
 PREPARED_MASS_KEYS = ("log_stellar_mass", "log_stellar_mass_err")
 
+# PREPARED's frame (ddm_jax.prepare.frame): Galactic E(B-V), resolution against MaNGA's, a spaxel's
+# own velocity. Not required of a PREPARED file (older ones lack them).
+FRAME_KEYS = ("ebv_galactic", "lsf_coarser_fraction", "resolution_sigma_kms", "spaxel_velocity")
+
 # ----------------------------------------------------------------------------- a streamed folder
 
 # The folder's manifest (written last: a folder with one is complete), the job it was started with
@@ -96,9 +100,13 @@ DESCRIPTIONS = {
     "position": "cube spaxel (x, y) or RSS row (k, -1); (-1, -1) elsewhere", "source": "input file",
     "bpt_nii": "[NII] BPT class of the measured ratios", "bpt_sii": "[SII] BPT class of the measured ratios",
     "log_stellar_mass": "log10 stellar mass formed in the aperture, Msun", "log_stellar_mass_err": "its error, dex",
+    "ebv_galactic": "Galactic E(B-V) corrected for (F99, R_V 3.1)",
+    "lsf_coarser_fraction": "share of pixels coarser than MaNGA resolution",
+    "resolution_sigma_kms": "instrumental sigma at 5500 A rest", "spaxel_velocity": "spaxel velocity, rebinned at",
 }
 
-UNITS = {"line_velocity": "km/s", "line_sigma": "km/s", "stellar_velocity": "km/s", "stellar_sigma": "km/s"}
+UNITS = {"line_velocity": "km/s", "line_sigma": "km/s", "stellar_velocity": "km/s", "stellar_sigma": "km/s",
+         "ebv_galactic": "mag", "resolution_sigma_kms": "km/s", "spaxel_velocity": "km/s"}
 
 # Spectrum-shaped arrays: their image HDU's BUNIT comment.
 SPECTRUM_UNITS = {"flux": "rest-frame flux density as the survey gives it", "ivar": "inverse variance of flux",
@@ -121,6 +129,10 @@ PROVENANCE_CARDS = {
     "coverage": ("COVERAGE", "prepare coverage policy"), "snr_policy": ("SNRPOL", "prepare gate policy"),
     "stellar_mass": ("STARMASS", "prepare's log_stellar_mass: units, cosmology"),
     "mass_source": ("MASSSRC", "where decompose took the masses from"),
+    "resolution": ("RESOLUTN", "prepare resolution: manga (matched) or native"),
+    "extinction_law": ("EXTLAW", "Galactic extinction law prepare corrected with"),
+    "ebv": ("EBVALL", "--ebv: E(B-V) where the file and z table give none"),
+    "ebv_galactic": ("EBVRANGE", "Galactic E(B-V) corrected for (per spectrum in ebv_galactic)"),
 }
 
 # The line quantities (constants.LINE_QUANTITIES), for people.

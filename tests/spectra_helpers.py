@@ -11,7 +11,7 @@ import pytest
 from scipy.special import erf
 
 from ddm_jax.constants import LINE_NAMES, REQUIRED_LINES, SNR_MIN, SPEED_OF_LIGHT_KMS
-from ddm_jax.prepare import lines
+from ddm_jax.prepare import continuum, lines
 from ddm_jax.spectra import resample
 from ddm_jax.spectra.spectrum import Spectrum
 
@@ -100,7 +100,7 @@ def sdss_redshift(path: Path) -> float:
 # Galaxies built from stellar-population templates that the fit does not have: the held-out
 # ages (interpolable from their neighbours, as a real galaxy's populations are from a library).
 HELD_OUT_AGES_GYR = (0.286, 2.5)
-INSTRUMENT_SIGMA_KMS = 69.0  # as the fit assumes (continuum.INSTRUMENT_SIGMA_KMS)
+INSTRUMENT_SIGMA_KMS = continuum.INSTRUMENT_SIGMA_KMS  # the resolution the fit assumes (MaNGA's at 5500 A)
 
 
 def fit_templates():

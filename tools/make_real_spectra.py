@@ -8,10 +8,10 @@ Nothing is fetched: the files are read from inside the wheels (zip archives), ch
 the SHA-256 in PROVENANCE.md, trimmed and written gzip-compressed with a zero timestamp, so that
 a rebuild gives the committed bytes.
 
-  DESI coadds: PRIMARY header as it is, FIBERMAP with TARGETID only, <ARM>_WAVELENGTH/_FLUX/
-    _IVAR/_MASK for B, R, Z as they are (RESOLUTION, EXP_FIBERMAP and SCORES dropped).
+  DESI coadds: PRIMARY header as it is, FIBERMAP with TARGETID and EBV only, <ARM>_WAVELENGTH/
+    _FLUX/_IVAR/_MASK/_RESOLUTION for B, R, Z as they are (EXP_FIBERMAP and SCORES dropped).
   DESI redrock files: PRIMARY header, REDSHIFTS with TARGETID, Z, ZWARN, SPECTYPE.
-  MaNGA DAP test spectra: every HDU as it is except SRES (spectral resolution, unused here).
+  MaNGA DAP test spectra: every HDU as it is (SRES, the spectral resolution, included).
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ WHEELS = {
 DESI_DIR = "fastspecfit/test/data/"
 DESI_STEMS = ("4-80613-thru20210324", "special-dark-27247")
 DESI_ARMS = ("B", "R", "Z")
-DESI_IMAGES = ("WAVELENGTH", "FLUX", "IVAR", "MASK")
+DESI_IMAGES = ("WAVELENGTH", "FLUX", "IVAR", "MASK", "RESOLUTION")
+FIBERMAP_COLUMNS = ("TARGETID", "EBV")  # the target, and the Galactic E(B-V) prepare corrects for
 REDROCK_COLUMNS = ("TARGETID", "Z", "ZWARN", "SPECTYPE")
 MANGA_DIR = "mangadap/data/tests/"
 MANGA_FILES = ("MaNGA_test_spectra.fits.gz", "MaNGA_multicomp_test_spectra.fits.gz")
@@ -79,7 +80,7 @@ def write_gz(hdul: fits.HDUList, path: Path) -> None:
 def desi(wheel: zipfile.ZipFile, out: Path) -> None:
     for stem in DESI_STEMS:
         with open_member(wheel, f"{DESI_DIR}coadd-{stem}.fits") as src:
-            hdus = [fits.PrimaryHDU(header=clean(src[0].header)), table(src["FIBERMAP"], ("TARGETID",))]
+            hdus = [fits.PrimaryHDU(header=clean(src[0].header)), table(src["FIBERMAP"], FIBERMAP_COLUMNS)]
             hdus += [image(src[f"{arm}_{kind}"]) for arm in DESI_ARMS for kind in DESI_IMAGES]
             write_gz(fits.HDUList(hdus), out / f"coadd-{stem}.fits.gz")
         with open_member(wheel, f"{DESI_DIR}redrock-{stem}.fits") as src:
@@ -91,7 +92,7 @@ def manga(wheel: zipfile.ZipFile, out: Path) -> None:
     for name in MANGA_FILES:
         with open_member(wheel, MANGA_DIR + name) as src:
             hdus = [fits.PrimaryHDU(header=clean(src[0].header))]
-            hdus += [image(hdu) for hdu in src[1:] if hdu.name != "SRES"]
+            hdus += [image(hdu) for hdu in src[1:]]
             write_gz(fits.HDUList(hdus), out / name)
 
 

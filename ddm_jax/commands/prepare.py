@@ -6,6 +6,7 @@ import argparse
 
 from ddm_jax.model import bpt
 from ddm_jax.prepare import pipeline
+from ddm_jax.spectra.instrument import RESOLUTIONS
 from ddm_jax.spectra.resample import COVERAGE_POLICIES
 
 
@@ -33,8 +34,14 @@ def add_parser(subparsers) -> None:
                         help="redshift for every input (replaces the SPECOBJ / SPALL / spSpec header / redrock / "
                              "Z-HDU redshift)")
     parser.add_argument("--z-table", metavar="CSV", default=None,
-                        help="CSV with header id,z: redshift by spectrum id, or by the part before '#' "
-                             "(e.g. a MaNGA plateifu) for every spectrum of a file")
+                        help="CSV with header id,z[,ebv]: redshift (and Galactic E(B-V)) by spectrum id, or by "
+                             "the part before '#' (e.g. a MaNGA plateifu) for every spectrum of a file")
+    parser.add_argument("--ebv", type=float, default=None, metavar="E(B-V)",
+                        help="Galactic E(B-V) (mag) for the spectra whose file (MaNGA EBVGAL, DESI FIBERMAP EBV) and "
+                             "--z-table (an ebv column) give none; removed with F99, R_V = 3.1. Default: none (0)")
+    parser.add_argument("--resolution", choices=RESOLUTIONS, default="manga",
+                        help="convolve each spectrum to MaNGA's resolution, what the DDM was trained on, where "
+                             "its instrument is sharper (manga, the default), or leave it as observed (native)")
     parser.add_argument("--plot", metavar="DIR", default=None,
                         help="also draw each written spectrum's continuum and line fits as DIR/<id>.png")
     parser.add_argument("--bpt-scheme", choices=bpt.SCHEMES, default="standard")
@@ -43,5 +50,6 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     pipeline.run(args.inputs, args.output, coverage=args.coverage, snr_policy=args.snr_policy,
-                z=args.z, z_table=args.z_table, scheme=args.bpt_scheme, plot_dir=args.plot)
+                z=args.z, z_table=args.z_table, scheme=args.bpt_scheme, plot_dir=args.plot, ebv=args.ebv,
+                resolution=args.resolution)
     return 0

@@ -15,7 +15,9 @@ dispersions (Gaussian kernels in Fourier space); any dispersion between two rung
 interpolation, and a velocity is a shift of the log-wavelength at which they are sampled.
 Dispersions: the templates are broadened by sqrt(sigma*^2 + sigma_instrument^2 + sigma_bin^2 -
 sigma_template^2), evaluated at REFERENCE_WAVELENGTH; `stellar_sigma` is sigma*, the intrinsic
-dispersion, for an instrument of `INSTRUMENT_SIGMA_KMS` (SDSS and MaNGA: R ~ 2000).
+dispersion, for a spectrum at the target resolution `prepare` matches (MaNGA's:
+`ddm_jax.spectra.instrument`, INSTRUMENT_SIGMA_KMS at REFERENCE_WAVELENGTH). A spectrum prepared
+at its native resolution records its own (`resolution_sigma_kms`).
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ import numpy as np
 
 from ddm_jax.astro.templates import TemplateSet, load_templates
 from ddm_jax.constants import SPEED_OF_LIGHT_KMS, WAVELENGTH_STEP, wavelength_grid
+from ddm_jax.spectra.instrument import target_sigma_kms
 
-INSTRUMENT_SIGMA_KMS = 69.0  # SDSS / MaNGA spectrographs at ~5500 A (R ~ 1800-2000)
 REFERENCE_WAVELENGTH = 5500.0  # where the templates' and the bins' widths are taken in km/s
+# The target resolution there (MaNGA's, R ~ 1870: 68 km/s), which prepare gives every spectrum it can.
+INSTRUMENT_SIGMA_KMS = float(target_sigma_kms(REFERENCE_WAVELENGTH))
 MULTIPLICATIVE_DEGREE = 6  # Legendre degree over 3700-8114 A, as pPXF's mdegree for SDSS spectra
 # Principal components of the broadened templates in the kinematic search: few for the coarse
 # grid, more for the refinement (10 alone bias the velocity by ~10 km/s; 20 agree with all 40).

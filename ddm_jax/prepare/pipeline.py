@@ -6,7 +6,8 @@ PREPARED.npz holds, for B spectra (order of the inputs, bad ones left out):
   mask (B, 2208) uint8           resample.NO_COVERAGE | NO_DATA | FILLED bits, 0 = measured
   continuum, line_model (B, 2208) float32   the fitted stellar continuum and narrow lines
   wavelength (2208,) float32     the grid, 3700 + 2 i Angstrom (vacuum)
-  z (B,) float64, ids (B,) str   redshift used, spectrum id (file name, or name#row)
+  z (B,) float64, ids (B,) str   redshift used (a spaxel's own: see spaxel_velocity), spectrum id (file
+                                 name, or name#row)
   position (B, 2) int32          a cube spaxel's (x, y) or an RSS fibre's (k, -1); (-1, -1) elsewhere
   source (B,) str, wcs (B,) str  the file, and a cube's celestial WCS header ('' elsewhere): with
                                  `position`, a decomposition goes back on the sky as a map
@@ -29,6 +30,10 @@ PREPARED.npz holds, for B spectra (order of the inputs, bad ones left out):
   template_weights (B, N) float32   the continuum's template weights (ddm_jax.templates order)
   log_stellar_mass, log_stellar_mass_err (B,) float32   log10 M_sun formed inside the aperture, and its
                                  error (dex), from the continuum fit (ddm_jax.prepare.mass); NaN at z <= 0
+  ebv_galactic, lsf_coarser_fraction, resolution_sigma_kms, spaxel_velocity (B,) float32
+                                 the frame (ddm_jax.prepare.frame): Galactic E(B-V) corrected for, the
+                                 share of pixels coarser than MaNGA's resolution, the resolution at
+                                 5500 A, a spaxel's own velocity
   format () str                  PREPARED_FORMAT
 """
 
@@ -43,15 +48,17 @@ import numpy as np
 from ddm_jax.batching import map_padded
 from ddm_jax.constants import LINE_NAMES, REQUIRED_LINES, SNR_MIN, wavelength_grid
 from ddm_jax.errors import InputError
-from ddm_jax.io.loaders.arrays import read_z_table
+from ddm_jax.io.loaders.arrays import read_ebv_table, read_z_table
 from ddm_jax.io.loaders.registry import expand_inputs, read_many
 from ddm_jax.io.outputs.base import provenance_now
 from ddm_jax.io.outputs.prepared import write_prepared
 from ddm_jax.prepare import fit, lines, mass
+from ddm_jax.prepare.frame import rest_frame
 from ddm_jax.progress import log as log_line
 from ddm_jax.runtime import disable_cpu_concurrent_scheduler
 from ddm_jax.schema import PREPARED_FORMAT, SHARED_KEYS
-from ddm_jax.spectra.resample import COVERAGE_POLICIES, MAX_CHUNK, coverage_message, padded_size, rebin_spectra
+from ddm_jax.spectra.instrument import EXTINCTION_LAW, RESOLUTIONS
+from ddm_jax.spectra.resample import COVERAGE_POLICIES, MAX_CHUNK, coverage_message, padded_size
 from ddm_jax.spectra.spectrum import ARRAY_SUFFIXES, FITS_SUFFIXES, Spectrum, describe
 
 SNR_POLICIES = ("skip", "warn")
@@ -104,15 +111,17 @@ def _select(arrays: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.nda
 
 
 def prepare_spectra(spectra: list[Spectrum], coverage: str = "refuse", snr_policy: str = "skip",
-                    scheme: str = "standard", log: Callable[[str], None] = log_line) -> dict[str, np.ndarray]:
+                    scheme: str = "standard", log: Callable[[str], None] = log_line,
+                    resolution: str = "manga") -> dict[str, np.ndarray]:
     """Validated spectra -> the PREPARED arrays (module docstring). Reports each spectrum it
     drops or flags through `log`, then one line of counts that add up. Raises DDMError if none
-    is left."""
-    if coverage not in COVERAGE_POLICIES or snr_policy not in SNR_POLICIES:
-        raise InputError(f"coverage must be one of {COVERAGE_POLICIES}, S/N policy one of {SNR_POLICIES}")
+    is left. `resolution`: 'manga' (convolve to the target) or 'native' (ddm_jax.prepare.frame)."""
+    if coverage not in COVERAGE_POLICIES or snr_policy not in SNR_POLICIES or resolution not in RESOLUTIONS:
+        raise InputError(f"coverage must be one of {COVERAGE_POLICIES}, S/N policy one of {SNR_POLICIES}, "
+                         f"resolution one of {RESOLUTIONS}")
     if not spectra:
         raise InputError("no readable spectrum; nothing written")
-    grid = rebin_spectra(spectra)
+    spectra, grid = rest_frame(spectra, resolution, log)
     keep = np.ones(len(spectra), bool)
     for i, spectrum in enumerate(spectra):
         if not (grid["mask"][i] == 0).any():
@@ -150,29 +159,42 @@ def prepare_spectra(spectra: list[Spectrum], coverage: str = "refuse", snr_polic
     return arrays
 
 
+def _ebv_summary(ebv: np.ndarray) -> str:
+    """The E(B-V) corrected for, in one provenance line: its range and how many had none."""
+    return (f"{ebv.min():.4f}-{ebv.max():.4f} over {ebv.size} spectra, {int(np.sum(ebv == 0))} at 0"
+            if ebv.size else "")
+
+
 def run(inputs: list[str], output: str, coverage: str = "refuse", snr_policy: str = "skip",
         z: float | None = None, z_table: str | None = None, scheme: str = "standard", plot_dir=None,
-        log: Callable[[str], None] = log_line) -> dict[str, np.ndarray]:
+        log: Callable[[str], None] = log_line, ebv: float | None = None,
+        resolution: str = "manga") -> dict[str, np.ndarray]:
     """The `prepare` command: read every input (files or directories), write `output` (and, with
     `plot_dir`, a figure of each spectrum's fits). Unreadable or invalid files are reported
-    through `log` and left out. Returns the arrays."""
+    through `log` and left out. `ebv`: the Galactic E(B-V) of spectra whose file and z table give
+    none. Returns the arrays."""
     if Path(output).is_dir():  # before the work, not after it
         raise InputError(f"{output}: is a folder; give a file name")
     paths = expand_inputs(inputs)
     if not paths:
         raise InputError("no input files (directories are searched for "
                          f"{', '.join(FITS_SUFFIXES + ARRAY_SUFFIXES)})")
+    if ebv is not None and not (np.isfinite(ebv) and ebv >= 0):
+        raise InputError(f"--ebv must be finite and >= 0, got {ebv}")
     z_override = read_z_table(z_table) if z_table else None
-    spectra, errors = read_many(paths, z_override=z_override, z_all=z)
+    ebv_override = read_ebv_table(z_table) if z_table else None
+    spectra, errors = read_many(paths, z_override=z_override, z_all=z, ebv_override=ebv_override, ebv_all=ebv)
     for message in errors:
         log(message)
     if not spectra:
         raise InputError(f"no readable spectrum in {len(paths)} file(s) ({len(errors)} unreadable or invalid); "
                          "nothing written")
-    arrays = prepare_spectra(spectra, coverage, snr_policy, scheme, log)
+    arrays = prepare_spectra(spectra, coverage, snr_policy, scheme, log, resolution)
     arrays["provenance"] = np.array(json.dumps(provenance_now(
         command="prepare", input=" ".join(map(str, inputs)), coverage=coverage, snr_policy=snr_policy,
-        bpt_scheme=scheme, stellar_mass=f"log10 M_sun formed, BC03 (docs/prepare.md), {mass.COSMOLOGY}")))
+        bpt_scheme=scheme, stellar_mass=f"log10 M_sun formed, BC03 (docs/prepare.md), {mass.COSMOLOGY}",
+        resolution=resolution, ebv=ebv, extinction_law=EXTINCTION_LAW,
+        ebv_galactic=_ebv_summary(arrays["ebv_galactic"]))))
     write_prepared(output, arrays)
     if plot_dir is not None:
         from ddm_jax.report.plotting import plot_prepared

@@ -23,6 +23,10 @@ class Spectrum:
       z_note    why z is None (e.g. the redshift catalogue flags it), for the error message
       survey_id the survey's own key: 'sdss:PLATE-MJD-FIBERID', 'desi:TARGETID', 'manga:PLATE-IFU'
                 (a spaxel's position completes it), or '' when the file does not say
+      lsf_sigma (N,) the instrument's line-spread function per pixel, a Gaussian sigma in observed
+                Angstrom (SDSS wdisp, MaNGA LSFPOST / DISP / SPECRES / SRES, DESI's resolution
+                matrix); None: not known
+      ebv       the Galactic E(B-V) toward the target (mag), where the file or the user gives one
     """
 
     id: str
@@ -36,6 +40,8 @@ class Spectrum:
     wcs: str | None = None
     z_note: str | None = None
     survey_id: str = ""
+    lsf_sigma: np.ndarray | None = None
+    ebv: float | None = None
 
 
 FITS_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fit.gz")
@@ -76,10 +82,27 @@ def validate(spectrum: Spectrum) -> Spectrum:
         raise InputError(f"{where}: no redshift ({why}give one with --z or --z-table)")
     if not np.isfinite(spectrum.z) or spectrum.z < 0:
         raise InputError(f"{where}: redshift must be finite and >= 0, got {spectrum.z}")
+    if spectrum.ebv is not None and not (np.isfinite(spectrum.ebv) and spectrum.ebv >= 0):
+        raise InputError(f"{where}: Galactic E(B-V) must be finite and >= 0, got {spectrum.ebv}")
     usable = spectrum.good & (spectrum.ivar > 0) & np.isfinite(spectrum.flux) & np.isfinite(spectrum.ivar)
     if not usable.any():
         raise InputError(f"{where}: every pixel is masked or has ivar 0")
     spectrum.good = usable
+    spectrum.lsf_sigma = _checked_lsf(spectrum, where)
     spectrum.flux = np.where(usable, spectrum.flux, 0.0)
     spectrum.ivar = np.where(usable, spectrum.ivar, 0.0)
     return spectrum
+
+
+def _checked_lsf(spectrum: Spectrum, where: str) -> np.ndarray | None:
+    """`lsf_sigma` as float64 with its invalid values (not finite or <= 0, e.g. under a masked
+    pixel) interpolated from the valid ones; None where there is none."""
+    if spectrum.lsf_sigma is None:
+        return None
+    lsf = np.asarray(spectrum.lsf_sigma, np.float64)
+    if lsf.shape != spectrum.wavelength.shape:
+        raise InputError(f"{where}: lsf_sigma has shape {lsf.shape}, the wavelengths {spectrum.wavelength.shape}")
+    valid = np.isfinite(lsf) & (lsf > 0)
+    if not valid.any():
+        return None
+    return np.interp(spectrum.wavelength, spectrum.wavelength[valid], lsf[valid])

@@ -1,4 +1,5 @@
-"""Plain arrays as spectra (.npz, .npy, .csv), and the redshift table (`read_z_table`, CSV id,z)."""
+"""Plain arrays as spectra (.npz, .npy, .csv), and the redshift table (`read_z_table`, CSV id,z; its
+optional ebv column: `read_ebv_table`)."""
 
 from __future__ import annotations
 
@@ -158,7 +159,18 @@ def _from_columns(path: Path, spec_id: str, columns: dict, z: float | None) -> S
 
 
 def read_z_table(path: str | os.PathLike) -> dict[str, float]:
-    """CSV with header `id,z`: redshift per spectrum id."""
+    """CSV with header `id,z` (other columns allowed): redshift per spectrum id."""
+    return _read_id_table(path, "z")
+
+
+def read_ebv_table(path: str | os.PathLike) -> dict[str, float]:
+    """The optional `ebv` column of a redshift table: Galactic E(B-V) per spectrum id ({} if the
+    table has no such column; an empty cell leaves that id out)."""
+    return _read_id_table(path, "ebv", required=False)
+
+
+def _read_id_table(path: str | os.PathLike, column: str, required: bool = True) -> dict[str, float]:
+    """One numeric column of a CSV table with an `id` column, by id."""
     path = Path(path)
     try:
         with open(path, newline="") as handle:
@@ -166,14 +178,17 @@ def read_z_table(path: str | os.PathLike) -> dict[str, float]:
             header = [name.strip() for name in next(rows, [])]
             if "id" not in header or "z" not in header:
                 raise InputError(f"{path}: redshift table needs a header with columns id,z")
-            at_id, at_z = header.index("id"), header.index("z")
+            if column not in header:
+                return {}
+            at_id, at_value = header.index("id"), header.index(column)
             table = {}
             for number, fields in enumerate(rows, start=2):
                 if not fields:
                     continue
                 if len(fields) != len(header):
                     raise InputError(f"{path}: line {number} has {len(fields)} fields, the header {len(header)}")
-                table[fields[at_id].strip()] = float(fields[at_z])
+                if fields[at_value].strip() or required:
+                    table[fields[at_id].strip()] = float(fields[at_value])
             return table
     except OSError as err:
         raise InputError(f"{path}: cannot read redshift table ({err.strerror})") from None

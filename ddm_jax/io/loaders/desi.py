@@ -1,6 +1,8 @@
 """DESI coadd-*.fits (or spectra-*) files: one spectrum per FIBERMAP target, the B, R and Z
 cameras merged onto one grid (`merge_arms`), z from the redrock-*.fits (or zbest-*) catalogue next
-to the coadd; the survey id is the TARGETID. MASK != 0 marks a bad pixel."""
+to the coadd; the survey id is the TARGETID. MASK != 0 marks a bad pixel. Each camera's RESOLUTION
+matrices give the line-spread function (`Spectrum.lsf_sigma`, merged as the flux is), FIBERMAP's
+EBV the Galactic E(B-V)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import numpy as np
 from ddm_jax.errors import InputError
 from ddm_jax.io.fits import column_names, hdu_names, read_fits_guarded
 from ddm_jax.io.loaders.registry import companion_file, fits_loader, read_fits
+from ddm_jax.spectra.instrument import sigma_from_resolution_matrix
 from ddm_jax.spectra.spectrum import FITS_SUFFIXES, Spectrum, spectrum_id
 
 # DESI: the redshift catalogue of `coadd-X.fits` is `redrock-X.fits` (HDU REDSHIFTS), or in
@@ -41,7 +44,9 @@ def _desi_from_hdul(path: Path, hdul) -> list[Spectrum]:
     if "TARGETID" not in column_names(fibermap):
         raise InputError(f"{path}: FIBERMAP lacks column TARGETID")
     targets = np.asarray(fibermap.data["TARGETID"]).astype(np.int64)
-    wavelengths, fluxes, ivars, goods = [], [], [], []
+    ebv = (np.asarray(fibermap.data["EBV"], np.float64) if "EBV" in column_names(fibermap)
+           else np.full(len(targets), np.nan))
+    wavelengths, fluxes, ivars, goods, lsfs = [], [], [], [], []
     for arm in arms:
         if f"{arm}_IVAR" not in names:
             raise InputError(f"{path}: lacks {arm}_IVAR (has {', '.join(names)})")
@@ -59,14 +64,33 @@ def _desi_from_hdul(path: Path, hdul) -> list[Spectrum]:
         fluxes.append(flux)
         ivars.append(ivar)
         goods.append(mask == 0)
+        lsfs.append(_desi_lsf(path, hdul, arm, names, wavelength, flux.shape))
     stem, spectra = spectrum_id(path), []
     for start in range(0, len(targets), DESI_CHUNK):  # bounds merge_arms' temporaries
         rows = slice(start, start + DESI_CHUNK)
         wavelength, flux, ivar, good = merge_arms(wavelengths, [f[rows] for f in fluxes], [v[rows] for v in ivars],
                                                   [g[rows] for g in goods])
+        lsf = (merge_arms(wavelengths, [sigma[rows] for sigma in lsfs], [v[rows] for v in ivars],
+                          [g[rows] for g in goods])[1] if all(sigma is not None for sigma in lsfs) else None)
         spectra += [Spectrum(f"{stem}#{t}", str(path), wavelength, flux[k], ivar[k], good[k], None,
-                             survey_id=f"desi:{t}") for k, t in enumerate(targets[rows])]
+                             survey_id=f"desi:{t}", lsf_sigma=lsf[k] if lsf is not None else None,
+                             ebv=float(ebv[start + k]) if np.isfinite(ebv[start + k]) else None)
+                    for k, t in enumerate(targets[rows])]
     return spectra
+
+
+def _desi_lsf(path: Path, hdul, arm: str, names: list[str], wavelength: np.ndarray,
+              shape: tuple[int, int]) -> np.ndarray | None:
+    """A camera's LSF sigma (Angstrom), (n_targets, N), from its RESOLUTION HDU; None without one."""
+    if f"{arm}_RESOLUTION" not in names:
+        return None
+    resolution = np.asarray(hdul[f"{arm}_RESOLUTION"].data, np.float64)
+    if resolution.ndim == 2:
+        resolution = resolution[None]
+    if resolution.ndim != 3 or (resolution.shape[0], resolution.shape[2]) != shape:
+        raise InputError(f"{path}: {arm}_RESOLUTION has shape {resolution.shape}, expected "
+                         f"({shape[0]}, n_diagonals, {shape[1]})")
+    return sigma_from_resolution_matrix(resolution, wavelength)
 
 
 def merge_arms(wavelengths: list[np.ndarray], fluxes: list[np.ndarray], ivars: list[np.ndarray],

@@ -165,14 +165,16 @@ def read_any(path: Path) -> list[Spectrum]:
 
 
 def read_many(paths: list[Path], z_override: dict[str, float] | None = None,
-              z_all: float | None = None) -> tuple[list[Spectrum], list[str]]:
+              z_all: float | None = None, ebv_override: dict[str, float] | None = None,
+              ebv_all: float | None = None) -> tuple[list[Spectrum], list[str]]:
     """Read and validate every file; a bad one adds its message to `errors` and is skipped, and
     so does a bad spectrum of a file that holds several (the others go on).
 
     z_all, if given, replaces every redshift; z_override maps spectrum id to redshift, and for
     an id `<name>#<part>` (one of several spectra in a file) not in it, `<name>` (e.g. a MaNGA
     plateifu, or the file name of an .npz) gives the redshift of all of them.
-    Returns (spectra, errors).
+    The Galactic E(B-V) of a spectrum whose file carries none comes from ebv_override (by id or
+    `<name>` as for z), else ebv_all. Returns (spectra, errors).
     """
     spectra, errors = [], []
     for path in paths:
@@ -189,6 +191,8 @@ def read_many(paths: list[Path], z_override: dict[str, float] | None = None,
                 z = z_override.get(spectrum.id, z_override.get(group) if "#" in spectrum.id else None)
                 if z is not None:
                     spectrum.z = z
+            if spectrum.ebv is None:
+                spectrum.ebv = _by_id(ebv_override or {}, spectrum.id, ebv_all)
         if len(found) > 1 and all(s.z is None for s in found):  # e.g. a MaNGA cube without --z: one line
             notes = {s.z_note for s in found}
             why = f"{notes.pop()}; " if len(notes) == 1 and None not in notes else ""
@@ -202,3 +206,10 @@ def read_many(paths: list[Path], z_override: dict[str, float] | None = None,
             except DDMError as err:
                 errors.append(str(err))
     return spectra, errors
+
+
+def _by_id(table: dict[str, float], spectrum_id: str, default: float | None) -> float | None:
+    """A table's value for an id, or for `<name>` of an id `<name>#<part>`, else `default`."""
+    group = spectrum_id.split("#", 1)[0]
+    value = table.get(spectrum_id, table.get(group) if "#" in spectrum_id else None)
+    return default if value is None else value

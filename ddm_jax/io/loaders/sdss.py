@@ -1,6 +1,7 @@
-"""SDSS spec-*.fits files (DR8 and later): the COADD table (loglam, flux, ivar, and_mask); z and
-the survey id PLATE-MJD-FIBERID from the object's metadata table, named SPECOBJ for SDSS-I/II
-spectra and SPALL for BOSS and eBOSS (SDSS-III/IV) ones. and_mask != 0 marks a bad pixel."""
+"""SDSS spec-*.fits files (DR8 and later): the COADD table (loglam, flux, ivar, and_mask; wdisp, the
+resolution, where present); z and the survey id PLATE-MJD-FIBERID from the object's metadata table,
+named SPECOBJ for SDSS-I/II spectra and SPALL for BOSS and eBOSS (SDSS-III/IV) ones. and_mask != 0
+marks a bad pixel."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 from ddm_jax.errors import InputError
 from ddm_jax.io.fits import column_names, read_fits_guarded
 from ddm_jax.io.loaders.registry import fits_loader
+from ddm_jax.spectra.instrument import sigma_from_wdisp
 from ddm_jax.spectra.spectrum import Spectrum, spectrum_id
 
 COADD_COLUMNS = ("loglam", "flux", "ivar", "and_mask")
@@ -40,7 +42,15 @@ def _sdss_from_hdul(path: Path, hdul) -> list[Spectrum]:
     wavelength = 10.0 ** coadd["loglam"]
     good = coadd["and_mask"] == 0
     return [Spectrum(spectrum_id(path), str(path), wavelength, coadd["flux"], coadd["ivar"], good, z,
-                     survey_id=_sdss_survey_id(path, hdul))]
+                     survey_id=_sdss_survey_id(path, hdul), lsf_sigma=_wdisp_sigma(hdul, wavelength))]
+
+
+def _wdisp_sigma(hdul, wavelength: np.ndarray) -> np.ndarray | None:
+    """The LSF sigma (Angstrom) from the COADD table's wdisp column, None without one."""
+    table = hdul["COADD"] if "COADD" in hdul else hdul[1]
+    if "wdisp" not in [n.lower() for n in column_names(table)]:
+        return None
+    return sigma_from_wdisp(wavelength, np.asarray(table.data["wdisp"], np.float64))
 
 
 def _sdss_survey_id(path: Path, hdul) -> str:

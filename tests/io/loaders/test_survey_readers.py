@@ -334,5 +334,100 @@ def test_the_committed_real_spectra_through_prepare(tmp_path, capsys):
     ids = {f"coadd-{stem}#{target}" for stem, target in DESI.items()}
     ids |= {f"{stem}#{row}" for stem, n in DAP_FILES.items() for row in range(n)}
     ids -= {f"MaNGA_test_spectra#{DAP_MASKED_ROW}"}
-    assert set(load_prepared(out)["ids"]) == ids
+    prepared = load_prepared(out)
+    assert set(prepared["ids"]) == ids
     assert any(f"MaNGA_test_spectra#{DAP_MASKED_ROW}" in line and "every pixel is masked" in line for line in err)
+    # the DESI files' FIBERMAP E(B-V) corrected for; the DAP test files carry none: 0, said once
+    ebv = dict(zip(prepared["ids"], prepared["ebv_galactic"]))
+    for stem, target in DESI.items():
+        expected = float(fits.getdata(_coadd(stem), "FIBERMAP")["EBV"][0])
+        assert ebv[f"coadd-{stem}#{target}"] == pytest.approx(expected, rel=1e-6)  # float32 in PREPARED
+    assert all(ebv[i] == 0 for i in ids if i.startswith("MaNGA"))
+    assert len([line for line in err if "no Galactic E(B-V)" in line]) == 1
+    assert np.isnan(prepared["spaxel_velocity"]).all()  # no cube here: single spectra keep their redshift
+
+
+# --- the instrument's resolution (lsf_sigma) and the Galactic E(B-V) -------------------------------
+
+# What the surveys' documentation leads one to expect, with a margin: SDSS's wdisp is ~1 pixel of
+# 1e-4 dex (69 km/s); MaNGA's R = lambda / FWHM runs ~1400 (3600 A) to ~2600 (10000 A), single
+# spaxels scattering about it; DESI's cameras R ~ 2000 (3600 A) to ~5500 (9800 A).
+SDSS_WDISP_PIXELS = (0.5, 1.5)
+MANGA_RESOLVING_POWER = (1000.0, 3000.0)
+DESI_RESOLVING_POWER = (1900.0, 5800.0)
+FWHM_PER_SIGMA = np.sqrt(8 * np.log(2))
+
+
+def _inside(values: np.ndarray, bounds: tuple[float, float]) -> bool:
+    return bool(np.all((values >= bounds[0]) & (values <= bounds[1])))
+
+
+@pytest.mark.parametrize("name", ["NGC3073_SDSS_DR18", "NGC3522_SDSS_DR18"])
+def test_sdss_lsf_is_wdisp_in_angstrom(name):
+    path = ppxf_sdss_path(name)
+    (spectrum,) = read_any(path)
+    wdisp = fits.getdata(path, "COADD")["wdisp"].astype(np.float64)
+    pixels = spectrum.lsf_sigma / (spectrum.wavelength * np.log(10) * np.gradient(np.log10(spectrum.wavelength)))
+    np.testing.assert_allclose(pixels, wdisp, rtol=1e-9)
+    assert _inside(pixels[spectrum.good], SDSS_WDISP_PIXELS)
+
+
+@pytest.mark.parametrize("stem", sorted(DAP_FILES))
+def test_manga_dap_lsf_is_the_sres_resolving_power(stem):
+    path = REAL / f"{stem}.fits.gz"
+    spectra = read_any(path)
+    wave, sres = fits.getdata(path, "WAVE"), fits.getdata(path, "SRES")
+    for row, spectrum in enumerate(spectra):
+        if row == DAP_MASKED_ROW and stem == "MaNGA_test_spectra":
+            continue  # outside the IFU: SRES is meaningless there, and validate refuses the row
+        np.testing.assert_allclose(spectrum.lsf_sigma, wave / sres[row] / FWHM_PER_SIGMA, rtol=1e-12)
+        assert _inside(spectrum.wavelength / (FWHM_PER_SIGMA * spectrum.lsf_sigma), MANGA_RESOLVING_POWER)
+
+
+@pytest.mark.parametrize("stem", sorted(DESI))
+def test_desi_lsf_from_the_resolution_matrices_and_ebv_from_the_fibermap(stem):
+    from ddm_jax.spectra.instrument import sigma_from_resolution_matrix
+
+    (spectrum,) = read_any(_coadd(stem))
+    power = spectrum.wavelength / (FWHM_PER_SIGMA * spectrum.lsf_sigma)
+    assert _inside(power, DESI_RESOLVING_POWER)
+    assert np.all(np.diff(power[: 2000]) > -50)  # rises through the B camera, no jumps
+    with fits.open(_coadd(stem)) as hdul:
+        assert spectrum.ebv == float(hdul["FIBERMAP"].data["EBV"][0])
+        b_wave = hdul["B_WAVELENGTH"].data.astype(np.float64)
+        b_sigma = sigma_from_resolution_matrix(np.asarray(hdul["B_RESOLUTION"].data), b_wave)[0]
+    alone = _pixels(spectrum.wavelength, b_wave[0], DESI_OVERLAPS[0][0] - 1)  # the B camera alone
+    np.testing.assert_allclose(spectrum.lsf_sigma[alone], b_sigma[: alone.size], rtol=1e-12)
+
+
+def test_manga_cube_lsf_prefers_lsfpost_over_specres_and_reads_ebvgal(tmp_path):
+    path = tmp_path / "manga-8485-1901-LOGCUBE.fits"
+    write_cube(path, np.zeros((N_WAVE, NY, NX), np.int32))
+    (first, *_) = read_any(path)
+    np.testing.assert_allclose(first.lsf_sigma, WAVE / 2000.0 / FWHM_PER_SIGMA, rtol=1e-12)  # SPECRES 2000
+    assert first.ebv is None
+    lsfpost = np.broadcast_to((1.0 + 0.1 * np.arange(NX))[None, None, :], (N_WAVE, NY, NX)).astype(np.float32)
+    with fits.open(path, mode="update") as hdul:
+        hdul.append(fits.ImageHDU(lsfpost, name="LSFPOST"))
+        hdul[0].header["EBVGAL"] = 0.034
+    for spectrum in read_any(path):
+        i, j = spectrum.position
+        np.testing.assert_allclose(spectrum.lsf_sigma, lsfpost[:, j, i], rtol=1e-6)
+        assert spectrum.ebv == 0.034
+
+
+def test_ebv_from_the_z_table_or_for_all_where_the_file_has_none(tmp_path):
+    table = tmp_path / "z.csv"
+    table.write_text("id,z,ebv\nMaNGA_test_spectra#0,0.05,0.02\nMaNGA_multicomp_test_spectra,0.03,\n")
+    from ddm_jax.io.loaders.arrays import read_ebv_table
+
+    ebv_table = read_ebv_table(table)
+    assert ebv_table == {"MaNGA_test_spectra#0": 0.02}  # an empty cell gives no value
+    paths = [REAL / "MaNGA_test_spectra.fits.gz", REAL / "MaNGA_multicomp_test_spectra.fits.gz", _coadd(BRIGHT)]
+    spectra, _ = read_many(paths, ebv_override=ebv_table, ebv_all=0.01)
+    ebv = {s.id: s.ebv for s in spectra}
+    assert ebv["MaNGA_test_spectra#0"] == 0.02 and ebv["MaNGA_test_spectra#1"] == 0.01
+    assert ebv["MaNGA_multicomp_test_spectra#0"] == 0.01
+    assert ebv[f"coadd-{BRIGHT}#{DESI[BRIGHT]}"] == float(fits.getdata(_coadd(BRIGHT), "FIBERMAP")["EBV"][0])  # its own
+    spectra, errors = read_many(paths[:1], ebv_all=-0.1)
+    assert not spectra and errors and all("E(B-V) must be finite and >= 0" in e for e in errors)
