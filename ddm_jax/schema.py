@@ -62,6 +62,14 @@ PREPARED_KEYS = (
     "log_sii_ha", "log_oi_ha", "position",
 )
 
+# What prepare writes beside them from the line fit and the gate (files of earlier versions lack
+# them: not required on reading; ddm_jax.prepare.pipeline's docstring says what each holds).
+PREPARED_LINE_FIT_KEYS = (
+    "line_amp_noise", "line_ew", "whan", "bpt_oi", "bpt_kewley06", "line_sigma_balmer", "sii_at_bound",
+    "line_wing", "wing_flux", "wing_velocity", "wing_sigma", "wing_delta_bic", "broad_snr",
+    "filled_share", "filled_lines", "filled_ok",
+)
+
 # ----------------------------------------------------------------------------- a streamed folder
 
 # The folder's manifest (written last: a folder with one is complete), the job it was started with
@@ -92,9 +100,13 @@ DESCRIPTIONS = {
     "broad_balmer": "broad Halpha found (type-1 AGN)", "passes_gate": "meets_snr, line_fit_ok, no broad lines",
     "position": "cube spaxel (x, y) or RSS row (k, -1); (-1, -1) elsewhere", "source": "input file",
     "bpt_nii": "[NII] BPT class of the measured ratios", "bpt_sii": "[SII] BPT class of the measured ratios",
+    "bpt_oi": "[OI] BPT class of the measured ratios", "bpt_kewley06": "Kewley 2006 class of the three diagrams",
+    "whan": "WHAN class (Cid Fernandes 2011)", "line_wing": "a second (wing) component was kept (BIC)",
+    "filled_ok": "no filled bin at a required line, few filled", "filled_share": "share of bins interpolated",
 }
 
-UNITS = {"line_velocity": "km/s", "line_sigma": "km/s", "stellar_velocity": "km/s", "stellar_sigma": "km/s"}
+UNITS = {"line_velocity": "km/s", "line_sigma": "km/s", "stellar_velocity": "km/s", "stellar_sigma": "km/s",
+         "line_sigma_balmer": "km/s", "wing_velocity": "km/s", "wing_sigma": "km/s", "line_ew": "Angstrom"}
 
 # Spectrum-shaped arrays: their image HDU's BUNIT comment.
 SPECTRUM_UNITS = {"flux": "rest-frame flux density as the survey gives it", "ivar": "inverse variance of flux",
@@ -102,7 +114,8 @@ SPECTRUM_UNITS = {"flux": "rest-frame flux density as the survey gives it", "iva
                   "line_model": "fitted narrow lines, flux units",
                   "resample_mask": "resample bits: 0 measured"}
 
-SPLIT_BY_LINE = ("line_flux", "line_flux_err", "line_snr")  # PREPARED (B, n_lines) -> one per line
+# PREPARED (B, n_lines) -> one column per line
+SPLIT_BY_LINE = ("line_flux", "line_flux_err", "line_snr", "line_amp_noise", "line_ew", "wing_flux")
 
 # Provenance items and their header keywords (8 characters, FITS standard).
 PROVENANCE_CARDS = {
@@ -115,6 +128,7 @@ PROVENANCE_CARDS = {
     "bpt_scheme": ("BPTSCHEM", "[NII] BPT scheme (docs/model.md)"), "precision": ("PRECISN", "compute precision"),
     "mc_samples": ("MCSAMPLE", "Monte-Carlo dropout passes (0: off)"), "mc_seed": ("MCSEED", "dropout seed"),
     "coverage": ("COVERAGE", "prepare coverage policy"), "snr_policy": ("SNRPOL", "prepare gate policy"),
+    "max_filled": ("MAXFILL", "prepare's largest share of filled bins"),
 }
 
 # The line quantities (constants.LINE_QUANTITIES), for people.
