@@ -140,16 +140,18 @@ def _broad_test(f, w, design, velocity, chi2_without):
     return columns[best], params[best], chi2[best], gain[best], snr[best]
 
 
-def _narrow_covariance(design, params, velocity, sigma_b, sigma_f, weight):
-    """Covariance of every amplitude with the narrow kinematics free too (linearised at the best fit):
-    a strong line's flux trades off against its width, which the covariance at fixed width would
-    ignore (the wing's kinematics are held). Returns (_N_FULL + 3, _N_FULL + 3), amplitudes first."""
-    amplitudes = jnp.nan_to_num(params[_NARROW0:_NARROW0 + _N_NARROW])
+def _covariance(design, params, kinematics, weight):
+    """Covariance of every amplitude with the kinematics free too (linearised at the best fit): a
+    strong line's flux trades off against its width, and a narrow line against its wing, which the
+    covariance at fixed kinematics would ignore. kinematics: narrow velocity, Balmer and forbidden
+    widths, wing velocity and width. Returns (_N_FULL + 5, _N_FULL + 5), amplitudes first."""
+    narrow = jnp.nan_to_num(params[_NARROW0:_NARROW0 + _N_NARROW])
+    wing = jnp.nan_to_num(params[_WING0:_WING0 + _N_NARROW])
 
-    def model(v, sb, sf):
-        return lm.line_columns(v, sb, sf) @ amplitudes
+    def model(v, sb, sf, wing_v, wing_sigma):
+        return lm.line_columns(v, sb, sf) @ narrow + lm.line_columns(wing_v, wing_sigma, wing_sigma) @ wing
 
-    derivatives = jax.jacfwd(model, argnums=(0, 1, 2))(velocity, sigma_b, sigma_f)
+    derivatives = jax.jacfwd(model, argnums=tuple(range(5)))(*kinematics)
     jacobian = jnp.concatenate([design, jnp.stack(derivatives, axis=1)], axis=1)
     return lm.solve(jacobian, jnp.zeros_like(weight), weight)[1]
 
@@ -201,7 +203,8 @@ def measure_lines(flux, ivar, start=None, inflation=None):
     dof = n_points - free
     rchi2 = jnp.where(dof > 0, chi2 / jnp.maximum(dof, 1), jnp.nan)
 
-    covariance = _narrow_covariance(design, params, velocity, sigma_b, sigma_f, w)
+    held = (jnp.nan_to_num(wing_v, nan=velocity), jnp.nan_to_num(wing_sigma, nan=sigma_f))  # no wing: no columns
+    covariance = _covariance(design, params, (velocity, sigma_b, sigma_f, *held), w)
     narrow_slice = slice(_NARROW0, _NARROW0 + _N_NARROW)
     amplitudes = params[narrow_slice]
     error = jnp.sqrt(jnp.diag(covariance)[narrow_slice])
