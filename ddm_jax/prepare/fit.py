@@ -11,8 +11,10 @@ on the edge of its search. The stars' dispersion at the top of its range is flag
 real spectra of high S/N, whose errors and template match are imperfect: on pPXF's SDSS spectra
 and the MaNGA and DESI spectra that sdss-mangadap and fastspecfit ship, single-component spectra
 gave line rchi2 of 0.6-6.9 and continuum rchi2 of 1.0-14 (BC03's solar-scaled Mg b and the red
-TiO bands leave residuals at S/N ~ 50 per bin). They refuse what a narrow single-component model does not describe: the
-multi-component MaNGA spectra (line rchi2 11-83) and broad-line AGN.
+TiO bands leave residuals at S/N ~ 50 per bin). With the narrow lines alone, the multi-component
+MaNGA spectra gave line rchi2 11-83; the second pass now tries a wing component (`lines`), kept
+where the BIC asks for it, and the rchi2 is the kept model's. Broad-line AGN are refused by the
+gate (`broad_balmer`), not by the fit quality.
 """
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ UNTIED = dict(NARROW, nii_6548=0.6 * 300.0, sii_6717=150.0, sii_6731=75.0, oiii_
 WING = {"share": 0.4, "velocity": -300.0, "sigma": 500.0}  # of every forbidden line's flux (an outflow)
 NOISE = 0.5  # per observed pixel: [OIII] at S/N ~ 300
 WING_NOISE = 2.0  # [OIII] at S/N ~ 100
+TOTAL_RTOL = 0.05  # narrow + wing [OIII]: the data fix it to ~1 %; the rest for the wing's grid
 RATIO_RTOL = 1e-5  # float32 arithmetic of exactly tied columns
 MAX_PULL = 4.0
 # the model's own weak/strong line: the narrow Gaussians are whole within +-8 A (> 5 sigma), the wider
@@ -145,8 +146,9 @@ def test_wings_are_kept_where_they_are_and_narrow_fluxes_are_the_narrow_componen
     truth = np.array([NARROW[n] for n in LINE_NAMES])
     pulls = (wings["line_flux"] - truth) / wings["line_flux_err"]
     assert np.abs(pulls[INDEX["oiii_5007"]]) < MAX_PULL, pulls
-    np.testing.assert_allclose(wings["wing_flux"][INDEX["oiii_5007"]], WING["share"] * NARROW["oiii_5007"],
-                               rtol=0.1)
+    # how the wing and the narrow line share the flux is loose (their covariance); the total is not
+    total = wings["line_flux"][INDEX["oiii_5007"]] + wings["wing_flux"][INDEX["oiii_5007"]]
+    np.testing.assert_allclose(total, (1 + WING["share"]) * NARROW["oiii_5007"], rtol=TOTAL_RTOL)
     single = results["sii physical"]  # one component: the wing does not earn its parameters
     assert not single["wing"], single["wing_delta_bic"]
 
