@@ -7,8 +7,9 @@ upper limit is 3 x line_flux_err), a linear baseline per window. For a given set
 everything is linear; those are found by grid searches on chi^2 (a best point within one final step
 of a range's edge is flagged).
 
-On a pass started from an earlier one (`start`), two extra components are tried, each kept only
-when it earns its parameters:
+Two extra components are tried, each kept only when it earns its parameters (broad lines first,
+against the narrow lines alone, so that a wing cannot stand in for them; wings only on a pass
+started from an earlier one, `start`, and not where broad lines are kept):
 - wings: a second Gaussian in every line, with its own velocity and a width WING_WIDTH_FACTORS
   times the forbidden lines' (outflows: AGN's blue [OIII] wings), kept when the BIC drops by more
   than WING_DELTA_BIC_MIN;
@@ -185,18 +186,19 @@ def measure_lines(flux, ivar, start=None, inflation=None):
         sigma_at_edge = sigma_at_edge | split_edge
     single = _full_design(lm.line_columns(velocity, sigma_b, sigma_f), no_extra, no_broad)
     params, chi2, design, sii_ratio = _bounded(single, f, w)
+    # broad lines first, against the narrow lines alone: a wing in Halpha would stand in for them
+    b_design, b_params, b_chi2, gain, broad_snr = _broad_test(f, w, design, velocity, chi2)
+    broad = (jnp.max(broad_snr) > BROAD_SNR_MIN) & (gain > BROAD_DELTA_CHI2_MIN)
     wing, delta_bic, wing_v, wing_sigma = False, jnp.nan, jnp.nan, jnp.nan
     if start is not None:
         w_design, w_params, w_chi2, w_ratio, wing_v, wing_sigma, k = _wing_search(f, w, velocity, sigma_b, sigma_f)
         w_rchi2 = w_chi2 / jnp.maximum(n_points - _SINGLE_PARAMS - WING_EXTRA_PARAMS, 1)
         delta_bic = (chi2 - w_chi2) / jnp.maximum(1.0, w_rchi2) - WING_EXTRA_PARAMS * jnp.log(n_points)
-        wing = delta_bic > WING_DELTA_BIC_MIN
+        wing = (delta_bic > WING_DELTA_BIC_MIN) & ~broad
         design, params, chi2 = (jnp.where(wing, a, b) for a, b in ((w_design, design), (w_params, params),
                                                                   (w_chi2, chi2)))
         sii_ratio = jnp.where(wing, w_ratio, sii_ratio)
         sigma_b, sigma_f = jnp.where(wing, sigma_b * k, sigma_b), jnp.where(wing, sigma_f * k, sigma_f)
-    b_design, b_params, b_chi2, gain, broad_snr = _broad_test(f, w, design, velocity, chi2)
-    broad = (jnp.max(broad_snr) > BROAD_SNR_MIN) & (gain > BROAD_DELTA_CHI2_MIN)
     design, params, chi2 = (jnp.where(broad, a, b) for a, b in ((b_design, design), (b_params, params), (b_chi2, chi2)))
     params = jnp.where(jnp.isfinite(params), params, jnp.where(_IS_LINE, 0.0, params))
     free = _SINGLE_PARAMS + jnp.where(wing, WING_EXTRA_PARAMS, 0) + jnp.where(broad, 3, 0)

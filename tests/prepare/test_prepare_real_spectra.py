@@ -66,7 +66,7 @@ def test_strong_lines_find_their_velocity_and_edges_are_flagged(prepared):
     arrays, _ = prepared
     halpha_snr = arrays["line_snr"][:, LINE_NAMES.index("halpha")]
     strong = halpha_snr > STRONG_SNR
-    assert strong.sum() >= 6
+    assert strong.sum() >= 5  # 6 before the errors took the rebin's correlation and rchi2 in
     assert np.all(np.abs(arrays["line_velocity"][strong]) < 300.0)
     at_edge = ((np.abs(arrays["line_velocity"]) > lines.VELOCITY_RANGE[1] - 20)
                | (arrays["line_sigma"] > lines.SIGMA_RANGE[1] - 1))
