@@ -113,3 +113,19 @@ LINE_RCHI2_MAX = 10.0
 CONTINUUM_RCHI2_MAX = 20.0
 BROAD_SNR_MIN = 10.0
 BROAD_DELTA_CHI2_MIN = 100.0
+
+# Doublets fitted at their atomic flux ratios (weak line: (strong line, strong / weak)): [OIII] and
+# [NII] from Storey & Zeippen 2000 (2.98, 3.05), [OI] 3.0 (both from the same upper level).
+DOUBLET_RATIOS = {"oiii_4959": ("oiii_5007", 2.98), "nii_6548": ("nii_6584", 3.05), "oi_6363": ("oi_6300", 3.0)}
+# [SII]6717/6731 between its high- and low-density limits (Osterbrock & Ferland 2006: ~0.44 at
+# n_e >~ 1e4 cm^-3, ~1.45 below ~10 cm^-3); a fit outside is refitted at the limit it crossed.
+SII_RATIO_RANGE = (0.44, 1.45)
+BALMER_LINES = ("hbeta", "halpha")  # fitted with their own width; the forbidden lines share another
+# A second (wing) component is kept when it lowers the BIC by more than this ("very strong"
+# evidence on Kass & Raftery's 1995 scale), chi^2 rescaled so the kept model's rchi2 is >= 1.
+WING_DELTA_BIC_MIN = 10.0
+# The gate's filled-bin limits (resample.FILLED): no filled bin within FILLED_GUARD_KMS of a
+# REQUIRED_LINES line (the gas lies within a few hundred km/s of z; narrow lines are < 300 km/s
+# wide), and at most MAX_FILLED_SHARE of all bins filled (`prepare --max-filled`).
+FILLED_GUARD_KMS = 500.0
+MAX_FILLED_SHARE = 0.05

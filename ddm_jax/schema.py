@@ -69,6 +69,14 @@ PREPARED_MASS_KEYS = ("log_stellar_mass", "log_stellar_mass_err")
 # own velocity. Not required of a PREPARED file (older ones lack them).
 FRAME_KEYS = ("ebv_galactic", "lsf_coarser_fraction", "resolution_sigma_kms", "spaxel_velocity")
 
+# What prepare writes beside them from the line fit and the gate (files of earlier versions lack
+# them: not required on reading; ddm_jax.prepare.pipeline's docstring says what each holds).
+PREPARED_LINE_FIT_KEYS = (
+    "line_amp_noise", "line_ew", "whan", "bpt_oi", "bpt_kewley06", "line_sigma_balmer", "sii_at_bound",
+    "line_wing", "wing_flux", "wing_velocity", "wing_sigma", "wing_delta_bic", "broad_snr",
+    "filled_share", "filled_lines", "filled_ok",
+)
+
 # ----------------------------------------------------------------------------- a streamed folder
 
 # The folder's manifest (written last: a folder with one is complete), the job it was started with
@@ -103,10 +111,14 @@ DESCRIPTIONS = {
     "ebv_galactic": "Galactic E(B-V) corrected for (F99, R_V 3.1)",
     "lsf_coarser_fraction": "share of pixels coarser than MaNGA resolution",
     "resolution_sigma_kms": "instrumental sigma at 5500 A rest", "spaxel_velocity": "spaxel velocity, rebinned at",
+    "bpt_oi": "[OI] BPT class of the measured ratios", "bpt_kewley06": "Kewley 2006 class of the three diagrams",
+    "whan": "WHAN class (Cid Fernandes 2011)", "line_wing": "a second (wing) component was kept (BIC)",
+    "filled_ok": "no filled bin at a required line, few filled", "filled_share": "share of bins interpolated",
 }
 
 UNITS = {"line_velocity": "km/s", "line_sigma": "km/s", "stellar_velocity": "km/s", "stellar_sigma": "km/s",
-         "ebv_galactic": "mag", "resolution_sigma_kms": "km/s", "spaxel_velocity": "km/s"}
+         "ebv_galactic": "mag", "resolution_sigma_kms": "km/s", "spaxel_velocity": "km/s",
+         "line_sigma_balmer": "km/s", "wing_velocity": "km/s", "wing_sigma": "km/s", "line_ew": "Angstrom"}
 
 # Spectrum-shaped arrays: their image HDU's BUNIT comment.
 SPECTRUM_UNITS = {"flux": "rest-frame flux density as the survey gives it", "ivar": "inverse variance of flux",
@@ -114,7 +126,8 @@ SPECTRUM_UNITS = {"flux": "rest-frame flux density as the survey gives it", "iva
                   "line_model": "fitted narrow lines, flux units",
                   "resample_mask": "resample bits: 0 measured"}
 
-SPLIT_BY_LINE = ("line_flux", "line_flux_err", "line_snr")  # PREPARED (B, n_lines) -> one per line
+# PREPARED (B, n_lines) -> one column per line
+SPLIT_BY_LINE = ("line_flux", "line_flux_err", "line_snr", "line_amp_noise", "line_ew", "wing_flux")
 
 # Provenance items and their header keywords (8 characters, FITS standard).
 PROVENANCE_CARDS = {
@@ -133,6 +146,7 @@ PROVENANCE_CARDS = {
     "extinction_law": ("EXTLAW", "Galactic extinction law prepare corrected with"),
     "ebv": ("EBVALL", "--ebv: E(B-V) where the file and z table give none"),
     "ebv_galactic": ("EBVRANGE", "Galactic E(B-V) corrected for (per spectrum in ebv_galactic)"),
+    "max_filled": ("MAXFILL", "prepare's largest share of filled bins"),
 }
 
 # The line quantities (constants.LINE_QUANTITIES), for people.

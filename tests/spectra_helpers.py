@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.special import erf
 
-from ddm_jax.constants import LINE_NAMES, REQUIRED_LINES, SNR_MIN, SPEED_OF_LIGHT_KMS
+from ddm_jax.constants import DOUBLET_RATIOS, LINE_NAMES, REQUIRED_LINES, SNR_MIN, SPEED_OF_LIGHT_KMS
 from ddm_jax.prepare import continuum, lines
 from ddm_jax.spectra import resample
 from ddm_jax.spectra.spectrum import Spectrum
@@ -19,8 +19,8 @@ from ddm_jax.spectra.spectrum import Spectrum
 SDSS_LOGLAM0, SDSS_DLOGLAM, SDSS_NPIX = np.log10(3800.0), 1e-4, 3850
 LINE_SIGMA_KMS = 70.0  # narrow lines as SDSS sees them (intrinsic and instrumental)
 TROUGH_HWHM = 8.0  # Angstrom; a Lorentzian trough (stellar Balmer wings), not in the fit's Gaussian basis
-TRUE_FLUX = {"hbeta": 60.0, "oiii_5007": 150.0, "oi_6300": 30.0, "halpha": 300.0, "nii_6548": 40.0,
-             "nii_6584": 120.0, "sii_6717": 70.0, "sii_6731": 55.0}
+TRUE_FLUX = {"hbeta": 60.0, "oiii_5007": 150.0, "oi_6300": 30.0, "halpha": 300.0,
+             "nii_6548": 120.0 / DOUBLET_RATIOS["nii_6548"][1], "nii_6584": 120.0, "sii_6717": 70.0, "sii_6731": 55.0}
 TROUGH_FLUX = {"hbeta": -150.0, "halpha": -100.0}
 
 
@@ -42,7 +42,7 @@ def rest_density(edges_rest):
     density = 100.0 * (centres / 5000.0) ** -0.5
     for name, flux in TROUGH_FLUX.items():
         density += flux * _box_mean_lorentzian(edges_rest, lines.LINES[name], TROUGH_HWHM)
-    emission = dict(TRUE_FLUX, oiii_4959=TRUE_FLUX["oiii_5007"] / 3)
+    emission = with_weak_doublet_lines(TRUE_FLUX)
     wavelengths = {**lines.LINES, **lines.EXTRA_LINES}
     for name, flux in emission.items():
         centre = wavelengths[name]
@@ -125,6 +125,13 @@ def held_out_stars(young_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     return templates.wavelength, flux.astype(np.float64), templates
 
 
+def with_weak_doublet_lines(fluxes: dict[str, float]) -> dict[str, float]:
+    """Line fluxes plus the weak doublet members the fit ties ([OIII]4959, [OI]6363) at their
+    atomic ratios, as nature puts them."""
+    weak = {name: fluxes[strong] / ratio for name, (strong, ratio) in DOUBLET_RATIOS.items() if name not in fluxes}
+    return {**fluxes, **weak}
+
+
 def true_fluxes(line_scale: float = 1.0, without: tuple[str, ...] = ()) -> dict[str, float]:
     """The narrow-line fluxes `template_galaxy` puts in (LINE_NAMES order)."""
     return {name: 0.0 if name in without else line_scale * TRUE_FLUX[name] for name in LINE_NAMES}
@@ -157,8 +164,7 @@ def template_galaxy(rng: np.random.Generator, z: float = 0.05, sigma_star: float
     density *= 1.0 + 0.1 * (centres - 6000.0) / 3000.0  # flux-calibration tilt
     gas_edges = edges / (1 + z)  # rest frame of the catalogue redshift
     width = np.sqrt(sigma_gas**2 + INSTRUMENT_SIGMA_KMS**2)
-    emission = {name: flux for name, flux in true_fluxes(line_scale, without).items()}
-    emission["oiii_4959"] = emission["oiii_5007"] / 3
+    emission = with_weak_doublet_lines(true_fluxes(line_scale, without))
     centres_rest = {**lines.LINES, **lines.EXTRA_LINES}
     for name, flux in emission.items():
         centre = centres_rest[name] * (1 + v_gas / c)

@@ -30,6 +30,10 @@ def add_parser(subparsers) -> None:
                         help="spectra failing the gate (S/N <= 8 in a required line, a fit that does not "
                              "describe the data, broad Balmer lines): skip them (default) or keep them with "
                              "passes_gate = False and the reason in meets_snr, line_fit_ok, broad_balmer (warn)")
+    parser.add_argument("--max-filled", type=float, default=pipeline.MAX_FILLED_SHARE, metavar="SHARE",
+                        help="the gate refuses spectra with more than this share of interpolated (FILLED) bins "
+                             f"(default {pipeline.MAX_FILLED_SHARE:g}), and any whose filled bins touch a line "
+                             "it requires")
     parser.add_argument("--z", type=float, default=None,
                         help="redshift for every input (replaces the SPECOBJ / SPALL / spSpec header / redrock / "
                              "Z-HDU redshift)")
@@ -51,5 +55,5 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     pipeline.run(args.inputs, args.output, coverage=args.coverage, snr_policy=args.snr_policy,
                 z=args.z, z_table=args.z_table, scheme=args.bpt_scheme, plot_dir=args.plot, ebv=args.ebv,
-                resolution=args.resolution)
+                resolution=args.resolution, max_filled=args.max_filled)
     return 0

@@ -215,7 +215,7 @@ def evaluation_figure(arrays: dict[str, np.ndarray]) -> Figure:
     return figure
 
 
-PREPARED_WINDOWS = ((4800.0, 5060.0), (6250.0, 6340.0), (6470.0, 6790.0))  # the line fit's, Angstrom
+PREPARED_WINDOWS = ((4800.0, 5060.0), (6250.0, 6400.0), (6470.0, 6790.0))  # the line fit's, Angstrom
 
 
 def prepared_figure(arrays: dict, index: int) -> Figure:

@@ -59,3 +59,58 @@ def test_sii_classes():
 def test_unknown_scheme():
     with pytest.raises(ValueError, match="unknown BPT scheme"):
         bpt.classify_nii(np.zeros(1), np.zeros(1), "mine")
+
+
+# The [OI] diagram and Kewley et al. 2006's classes, against their published formulas (their
+# eqs. 7-9 and Kewley et al. 2001's [OI] curve), written out here from the papers.
+def kewley01_oi(x):
+    return 0.73 / (x + 0.59) + 1.33
+
+
+def kewley06_oi(x):
+    return 1.18 * x + 1.30
+
+
+def kewley01_sii(x):
+    return 0.72 / (x - 0.32) + 1.30
+
+
+def kewley06_sii(x):
+    return 1.89 * x + 0.76
+
+
+def test_oi_classes_each_side_of_both_lines():
+    x = np.array([-1.2, -1.2, -0.3, -0.3, np.nan])
+    y = np.array([kewley01_oi(-1.2) - EPS, kewley01_oi(-1.2) + EPS, kewley06_oi(-0.3) - EPS,
+                  kewley06_oi(-0.3) + EPS, 0.0])
+    # (-0.3, *) is right of the asymptote (-0.59): never star-forming
+    np.testing.assert_array_equal(np.asarray(bpt.classify_oi(x, y)), [S, SY, L, SY, U])
+
+
+A = bpt.AMBIGUOUS
+# (x_nii, x_sii, x_oi, y, Kewley 2006 class): each class, and a point moved across one line at a time.
+KEWLEY06_POINTS = [
+    (-0.6, -0.6, -1.5, kauffmann(-0.6) - EPS, S),          # starburst in all three
+    (-0.6, -0.6, -1.5, kauffmann(-0.6) + EPS, C),          # across Kauffmann only: composite
+    (-0.6, 0.2, -1.5, kauffmann(-0.6) - EPS, A),           # SF in [NII], above kewley01_sii(0.2) = -4.7: ambiguous
+    (-0.1, -0.7, -1.5, min(kewley(-0.1), kewley01_sii(-0.7)) - EPS, C),  # composite, SF in the others
+    (0.2, 0.1, -0.3, max(kewley06_oi(-0.3), kewley06_sii(0.1)) + EPS, SY),  # above Kewley 2001 and both Sy/LINER lines
+    (0.2, 0.1, -0.3, 0.6, L),                              # above Kewley 2001, below both Sy/LINER lines (~0.95)
+    (0.2, 0.0, -0.3, kewley06_oi(-0.3) - EPS, A),          # Seyfert in [SII] (above 0.76), LINER in [OI]
+    (0.2, np.nan, -0.3, 1.0, U),
+]
+
+
+def test_kewley06_classes():
+    columns = [np.array([p[k] for p in KEWLEY06_POINTS]) for k in range(5)]
+    got = np.asarray(bpt.classify_kewley06(*columns[:4]))
+    assert got.dtype == np.int8
+    np.testing.assert_array_equal(got, columns[4].astype(np.int8))
+
+
+def test_whan_classes_each_side_of_every_boundary():
+    x = np.array([-0.6, -0.2, -0.2, -0.2, -0.6, np.nan])
+    ew = np.array([3.5, 6.5, 5.5, 2.5, 2.5, 10.0])
+    np.testing.assert_array_equal(np.asarray(bpt.classify_whan(x, ew)),
+                                  [bpt.WHAN_SF, bpt.WHAN_STRONG_AGN, bpt.WHAN_WEAK_AGN, bpt.WHAN_RETIRED,
+                                   bpt.WHAN_RETIRED, U])

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ddm_jax.constants import LINE_NAMES, LINE_RCHI2_MAX, SNR_MIN
+from ddm_jax.constants import EMISSION_LINES, LINE_NAMES, LINE_RCHI2_MAX, SNR_MIN, WAVELENGTH_STEP, wavelength_grid
 from ddm_jax.io.loaders.sdss import read_sdss_fits
 from ddm_jax.prepare import continuum, fit, lines, pipeline
 from ddm_jax.spectra.resample import rebin_spectra
@@ -61,7 +61,8 @@ def synthetic():
     grid = rebin_spectra(spectra)
     grid["ivar"][list(CASES).index("errors 10x too small")] *= 100.0
     out = fit.fit_spectra(grid["flux"], grid["ivar"], continuum.prepare_library(fit_templates()))
-    return {name: {key: value[i] for key, value in out.items()} for i, name in enumerate(CASES)}, settings
+    return {name: {**{key: value[i] for key, value in out.items()}, "flux": grid["flux"][i], "ivar": grid["ivar"][i]}
+            for i, name in enumerate(CASES)}, settings
 
 
 def _pulls(result, kwargs):
@@ -116,6 +117,26 @@ def test_bad_fits_and_broad_lines_fail_the_gate(synthetic):
     assert results["broad Halpha"]["broad_balmer"]
     assert not any(results[name]["broad_balmer"] for name in FLUX_CASES)
     assert not lines.meets_snr(results["weak lines"]["line_snr"])
+
+
+EW_WINDOW = 8.0  # Angstrom either side of Halpha: > 3.5 sigma of its line, clear of [NII] (+-15 A)
+
+
+def test_halpha_equivalent_width_against_a_direct_integration(synthetic):
+    """The EW from the fitted flux against the flux summed over Halpha's bins above the fitted
+    continuum, both over fit.equivalent_widths' continuum level (default kinematics: narrow lines)."""
+    results, _ = synthetic
+    result = results["no [OIII]"]
+    wl = wavelength_grid()
+    line = np.abs(wl - EMISSION_LINES["halpha"]) <= EW_WINDOW
+    level = result["continuum"][np.abs(wl - EMISSION_LINES["halpha"]) <= fit.EW_HALF_WIDTH].mean()
+    direct = np.sum(result["flux"][line] - result["continuum"][line]) * WAVELENGTH_STEP / level
+    direct_err = np.sqrt(np.sum(1 / result["ivar"][line])) * WAVELENGTH_STEP / level
+    halpha = LINE_NAMES.index("halpha")
+    fitted_err = result["line_flux_err"][halpha] / level
+    np.testing.assert_allclose(result["line_ew"][halpha], result["line_flux"][halpha] / level, rtol=1e-5)
+    assert abs(result["line_ew"][halpha] - direct) < 3 * np.hypot(direct_err, fitted_err), (
+        result["line_ew"][halpha], direct, direct_err)
 
 
 def test_stellar_kinematics_are_recovered(synthetic):

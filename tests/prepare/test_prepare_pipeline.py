@@ -11,7 +11,7 @@ from ddm_jax.errors import DDMError
 from ddm_jax.io.loaders.arrays import read_array_file
 from ddm_jax.io.outputs.prepared import load_prepared
 from ddm_jax.prepare import pipeline
-from ddm_jax.schema import PREPARED_FORMAT
+from ddm_jax.schema import PREPARED_FORMAT, PREPARED_LINE_FIT_KEYS
 from ddm_jax.spectra import resample
 from spectra_helpers import STRONG, WEAK, ppxf_sdss_path, sdss_like, sdss_pipeline_meets_snr, sdss_redshift
 
@@ -49,9 +49,11 @@ def test_sdss_files_to_prepared_npz(tmp_path, capsys):
     for row in range(2):
         count, _ = resample.coverage_report(data["mask"][row])
         assert count > 0 and np.sum(data["mask"][row] & resample.FILLED != 0) >= count
-    np.testing.assert_array_equal(data["passes_gate"], data["meets_snr"] & data["line_fit_ok"] & ~data["broad_balmer"])
-    assert list(data["passes_gate"]) == [True, False] and data["line_fit_ok"].all()
+    np.testing.assert_array_equal(data["passes_gate"], data["meets_snr"] & data["line_fit_ok"] & ~data["broad_balmer"]
+                                  & data["filled_ok"])
+    assert list(data["passes_gate"]) == [True, False] and data["line_fit_ok"].all() and data["filled_ok"].all()
     assert data["continuum"].shape == data["line_model"].shape == data["flux"].shape
+    assert set(PREPARED_LINE_FIT_KEYS) <= set(data)
     # every count in the log adds up: 2 read = 0 off the grid + 1 failing + 1 passing, all written
     assert any(line.startswith("2 spectra: 0 off the grid (coverage), 1 failing the gate (kept") and
                line.endswith("1 passing") for line in err), err
