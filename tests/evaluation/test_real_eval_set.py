@@ -23,7 +23,9 @@ CPU_NOISE_SHARE = 0.1
 RATIO_LINES = {"log_nii_ha": (("nii_6584",), ("halpha",)), "log_oiii_hb": (("oiii_5007",), ("hbeta",)),
                "log_sii_ha": (("sii_6717", "sii_6731"), ("halpha",)), "log_oi_ha": (("oi_6300",), ("halpha",))}
 WINDOW = slice(151, 1651)  # 4000 < lambda <= 7000 A on the grid, by hand (docs/model.md#input-grid)
-N_SPECTRA, N_GATED = 14, 5
+# 3 pass the gate since the errors are honest (rchi2, the rebin's covariance) and filled bins are refused
+# (the z = 0.37 DESI galaxy, 21 % filled); 5 did before.
+N_SPECTRA, N_GATED = 14, 3
 
 
 @pytest.fixture(scope="module")
