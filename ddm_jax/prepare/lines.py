@@ -14,8 +14,11 @@ started from an earlier one, `start`, and not where broad lines are kept):
   times the forbidden lines' (outflows: AGN's blue [OIII] wings), kept when the BIC drops by more
   than WING_DELTA_BIC_MIN;
 - broad Balmer lines (type-1 AGN): a broad Gaussian at Hbeta and one at Halpha (BROAD_SIGMAS) at the
-  narrow velocity; `broad_balmer` when either is detected at S/N > BROAD_SNR_MIN and chi^2 drops by
-  more than BROAD_DELTA_CHI2_MIN (which is above the BIC's penalty, 3 ln N ~ 18, for N ~ 450 bins).
+  narrow velocity; `broad_balmer` when the broad Halpha (the broad Hbeta where Halpha's pixels have no
+  data) is detected at S/N > BROAD_SNR_MIN and chi^2 drops by more than BROAD_DELTA_CHI2_MIN (which is
+  above the BIC's penalty, 3 ln N ~ 18, for N ~ 450 bins). A type-1's broad Halpha is >= ~3 times its
+  broad Hbeta, so where Halpha is measured it decides: a broad Hbeta alone there is the stellar Balmer
+  trough mis-fitted (a power law with Lorentzian troughs gave a broad Hbeta at S/N 21).
 The reported line fluxes are always the narrow component's; `wing_flux` and `broad_flux` hold the
 others, `line_model` the whole emission model.
 
@@ -56,6 +59,8 @@ from ddm_jax.prepare.line_model import (  # noqa: F401  (the public names of the
 # Broad Balmer test: FWHM 2800-7000 km/s, the broad-line region of type-1 AGN.
 BROAD_SIGMAS = (1200.0, 2000.0, 3000.0)
 _BROAD = np.array([LINES["hbeta"], LINES["halpha"]], np.float32)
+# Window bins near Halpha: with no data in any of them, the broad Hbeta decides the broad test.
+_NEAR_HALPHA = np.abs(lm.X - LINES["halpha"]) <= 30.0
 
 # Wing search: velocity of the wings relative to the narrow lines (km/s; outflows are mostly blue),
 # their width as a multiple of the forbidden lines' (capped below the broad test's), and then the
@@ -172,8 +177,8 @@ def measure_lines(flux, ivar, start=None, inflation=None):
     LINE_NAMES order (flux units times Angstrom); velocity, sigma (forbidden lines), sigma_balmer
     (km/s), rchi2 (chi^2 per degree of freedom of the kept model), velocity_at_edge, sigma_at_edge,
     sii_at_bound, wing, wing_velocity, wing_sigma, wing_delta_bic, broad_flux, broad_flux_err
-    (the best broad Halpha, kept or not), broad_snr (the larger of broad Hbeta's and Halpha's), broad_delta_chi2,
-    broad_balmer, all (); line_model (2208,): the fitted emission (zero outside the windows).
+    (the best broad Halpha, kept or not), broad_snr (broad Halpha's, or Hbeta's where Halpha has no data),
+    broad_delta_chi2, broad_balmer, all (); line_model (2208,): the fitted emission (zero outside the windows).
     """
     f, w = flux[lm.IDX], ivar[lm.IDX]
     n_points = jnp.sum(w > 0)
@@ -188,7 +193,8 @@ def measure_lines(flux, ivar, start=None, inflation=None):
     params, chi2, design, sii_ratio = _bounded(single, f, w)
     # broad lines first, against the narrow lines alone: a wing in Halpha would stand in for them
     b_design, b_params, b_chi2, gain, broad_snr = _broad_test(f, w, design, velocity, chi2)
-    broad = (jnp.max(broad_snr) > BROAD_SNR_MIN) & (gain > BROAD_DELTA_CHI2_MIN)
+    deciding_snr = jnp.where(jnp.any((w > 0) & _NEAR_HALPHA), broad_snr[1], broad_snr[0])
+    broad = (deciding_snr > BROAD_SNR_MIN) & (gain > BROAD_DELTA_CHI2_MIN)
     wing, delta_bic, wing_v, wing_sigma = False, jnp.nan, jnp.nan, jnp.nan
     if start is not None:
         w_design, w_params, w_chi2, w_ratio, wing_v, wing_sigma, k = _wing_search(f, w, velocity, sigma_b, sigma_f)
@@ -236,7 +242,7 @@ def measure_lines(flux, ivar, start=None, inflation=None):
         "wing": jnp.asarray(wing), "wing_velocity": jnp.where(wing, wing_v, jnp.nan),
         "wing_sigma": jnp.where(wing, wing_sigma, jnp.nan), "wing_delta_bic": jnp.asarray(delta_bic, jnp.float32),
         "broad_flux": jnp.nan_to_num(b_params[1]), "broad_flux_err": broad_err,
-        "broad_snr": jnp.max(broad_snr), "broad_delta_chi2": gain, "broad_balmer": broad,
+        "broad_snr": deciding_snr, "broad_delta_chi2": gain, "broad_balmer": broad,
         "line_model": jnp.zeros_like(flux).at[lm.IDX].set(emission),
     }
 

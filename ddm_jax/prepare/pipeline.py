@@ -38,7 +38,7 @@ PREPARED.npz holds, for B spectra (order of the inputs, bad ones left out):
   line_velocity_at_edge, line_sigma_at_edge, stellar_velocity_at_edge, stellar_sigma_at_edge (B,)
                                  bool: a fit within one step of the edge of its search
   broad_flux, broad_flux_err, broad_snr, broad_delta_chi2 (B,) float32   the broad-Balmer test (flux of
-                                 the broad Halpha; S/N the larger of broad Hbeta's and Halpha's)
+                                 the broad Halpha; S/N broad Halpha's, or Hbeta's where Halpha has no data)
   template_weights (B, N) float32   the continuum's template weights (ddm_jax.templates order)
   log_stellar_mass, log_stellar_mass_err (B,) float32   log10 M_sun formed inside the aperture, and its
                                  error (dex), from the continuum fit (ddm_jax.prepare.mass); NaN at z <= 0
