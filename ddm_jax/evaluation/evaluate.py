@@ -8,8 +8,9 @@ Four sets, each decomposed with the same `Decomposer` that `decompose` uses:
 - the real spectra themselves (`real_eval`): the composite's line ratios against the measured ones,
   BPT agreement, residual RMS and chi^2 against the input's ivar, trusted fraction;
 - out-of-domain inputs (`ood`: type-1 AGN, stars, sky, low S/N): the fraction *not* trusted.
-The numbers are set beside the issue's targets (`TARGETS`). A converted checkpoint (the original
-weights) is evaluated on the `realistic` recipe's held-out set.
+The numbers are set beside the issue's targets (`TARGETS`). The sets carry no masses, so a
+checkpoint that needs one (the converted original weights) is refused rather than fed ones;
+a checkpoint from elsewhere that needs none is evaluated on the `realistic` recipe's held-out set.
 """
 
 from __future__ import annotations
