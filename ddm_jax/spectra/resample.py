@@ -37,6 +37,7 @@ FILLED = 4  # the value is interpolated from neighbouring good bins (its ivar is
 
 # Padding length is rounded up to a multiple of this, to bound the number of compilations.
 PAD_MULTIPLE = 512
+BATCH_KEYS = ("edges", "flux", "variance", "good")  # `pad_batch`'s arrays, in `rebin_batch`'s order
 
 
 def grid_edges(n_bins: int = N_BINS) -> np.ndarray:
@@ -191,9 +192,6 @@ MIN_CHUNK, MAX_CHUNK = 32, 256
 
 def padded_size(n: int) -> int:
     return min(max(1 << max(n - 1, 0).bit_length(), MIN_CHUNK), MAX_CHUNK)
-
-
-BATCH_KEYS = ("edges", "flux", "variance", "good")
 
 
 def rebin_spectra(spectra: list[Spectrum]) -> dict[str, np.ndarray]:
