@@ -107,6 +107,9 @@ LINE_NAMES = ("hbeta", "oiii_5007", "oi_6300", "halpha", "nii_6548", "nii_6584",
 # The DDM was trained only on spectra with S/N > 8 in each of these (docs/model.md#training).
 REQUIRED_LINES = ("halpha", "hbeta", "oiii_5007", "nii_6584", "sii_6717", "sii_6731")
 SNR_MIN = 8.0
+# A PREPARED stellar mass less certain than this (dex) is not used as a network's input: at low
+# continuum S/N the fit's weights are unconstrained (a real z = 0.37 DESI galaxy: 7.9 +- 8.6).
+MASS_ERR_MAX_DEX = 0.3
 # The gate's fit criteria (ddm_jax.prepare.fit says why these values): reduced chi^2 maxima of the
 # line and continuum fits, and a broad Halpha that counts (S/N above, and chi^2 lowered by more than).
 LINE_RCHI2_MAX = 10.0

@@ -25,6 +25,7 @@ import numpy as np
 
 from ddm_jax import __version__
 from ddm_jax.batching import batch_ranges, pipelined, prefetched
+from ddm_jax.constants import MASS_ERR_MAX_DEX
 from ddm_jax.errors import InputError, OutputExistsError
 from ddm_jax.inference.decomposer import Decomposer
 from ddm_jax.io.mass_table import join_masses, read_mass_table
@@ -126,6 +127,12 @@ def prepared_masses(decomposer: Decomposer, arrays: dict[str, np.ndarray], path,
     if bad.size:
         raise InputError(f"{path}: {bad.size} spectra have no stellar mass (first: {arrays['ids'][bad[0]]}: z <= 0 or "
                          "no stellar light in the fit); give --mass-table or --mass")
+    error = np.asarray(arrays.get("log_stellar_mass_err", np.zeros_like(log_mass)), np.float64)
+    loose = np.flatnonzero(~(error <= MASS_ERR_MAX_DEX))
+    if loose.size:
+        raise InputError(f"{path}: {loose.size} spectra have a stellar mass less certain than {MASS_ERR_MAX_DEX:g} dex "
+                         f"(first: {arrays['ids'][loose[0]]}: {log_mass[loose[0]]:.2f} +- {error[loose[0]]:.2f}); "
+                         "give --mass-table or --mass")
     return decomposer.mass_from_log(log_mass, str(path)), f"{path} log_stellar_mass (prepare)"
 
 

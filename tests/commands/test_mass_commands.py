@@ -23,7 +23,7 @@ LOG10 = {"needs_mass": True, "mass_convention": MASS_LOG10}
 PLATES = np.array([266, 267, 268])
 
 
-def write_prepared(path, flux, log_mass=None):
+def write_prepared(path, flux, log_mass=None, log_mass_err=0.05):
     """A PREPARED.npz of `flux` (n, 2208), SDSS survey ids sdss:PLATE-51602-3, and (optional) masses."""
     n = len(flux)
     arrays = {key: np.zeros((n,)) for key in PREPARED_KEYS}
@@ -34,7 +34,7 @@ def write_prepared(path, flux, log_mass=None):
                   line_snr=np.zeros((n, 1)), position=np.zeros((n, 2)))
     if log_mass is not None:
         arrays.update(log_stellar_mass=np.asarray(log_mass, np.float32),
-                      log_stellar_mass_err=np.full(n, 0.05, np.float32))
+                      log_stellar_mass_err=np.broadcast_to(np.float32(log_mass_err), (n,)).copy())
     np.savez(path, **arrays)
     return path
 
@@ -68,6 +68,9 @@ def test_decompose_refuses_without_a_usable_mass(tmp_path, trust_params, spectra
     no_distance = write_prepared(tmp_path / "nan.npz", spectra, [10.0, np.nan, 10.0])
     with pytest.raises(DDMError, match="1 spectra have no stellar mass \\(first: s1"):
         decompose_files(decomposer, no_distance, output=tmp_path / "out" / "b.npz")
+    loose = write_prepared(tmp_path / "loose.npz", spectra, [10.0, 7.9, 10.0], [0.05, 8.6, 0.05])
+    with pytest.raises(DDMError, match="1 spectra have a stellar mass less certain than 0.3 dex \\(first: s1: 7.90"):
+        decompose_files(decomposer, loose, output=tmp_path / "out" / "e.npz")
     unstated = Decomposer(*trust_params, *TINY)  # needs a mass, says not in which convention
     with pytest.raises(DDMError, match="does not state its mass_convention"):
         decompose_files(unstated, write_prepared(tmp_path / "unstated.npz", spectra, [10.0] * 3),
