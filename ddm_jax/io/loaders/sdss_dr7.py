@@ -5,7 +5,9 @@ spectrum (not read), row 2 its error (standard deviation, 0 where the pixel is b
 mask. Flux in 1e-17 erg/s/cm2/A. Vacuum wavelengths from the header, log10-linear:
 lambda_i = 10 ** (COEFF0 + COEFF1 * i). z is the header's Z; the survey id comes from PLATEID, MJD
 and FIBERID. Six binary tables of line fits follow (not read); a file whose image lacks the mask row
-may carry the mask as a last, 1-d image HDU. ivar = 1 / error**2 where error > 0; mask != 0 is bad.
+may carry the mask as a last, 1-d image HDU. ivar = 1 / error**2 where error > 0; a mask bit is bad,
+except bit 30 (EMLINE), which spectro1d sets where it found an emission line: informational, and
+set exactly on the lines prepare measures.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ FLUX_ROW, ERROR_ROW, MASK_ROW = 0, 2, 3  # rows of the primary image (row 1: con
 WAVELENGTH_KEYS = ("COEFF0", "COEFF1")
 ID_KEYS = ("PLATEID", "MJD", "FIBERID")
 SPSPEC_KEYS = (*WAVELENGTH_KEYS, "SPEC_CLN")  # SPEC_CLN: spectro1d's classification
+EMLINE = 1 << 30  # the DR7 spSpec mask's "emission line detected here" (not a defect of the pixel)
 
 
 def read_spspec(path: str | os.PathLike) -> Spectrum:
@@ -53,7 +56,9 @@ def _spspec_from_hdul(path: Path, hdul) -> list[Spectrum]:
     error = image[ERROR_ROW]
     has_error = np.isfinite(error) & (error > 0)
     ivar = np.where(has_error, 1.0 / np.where(has_error, error, 1.0) ** 2, 0.0)
-    good = has_error & (_mask(path, hdul, image) == 0)
+    mask = _mask(path, hdul, image)
+    finite = np.isfinite(mask)
+    good = has_error & finite & ((np.where(finite, mask, 0).astype(np.int64) & ~EMLINE) == 0)
     z = _header_number(header, "Z")
     return [Spectrum(spectrum_id(path), str(path), wavelength, image[FLUX_ROW], ivar, good, z,
                      z_note=None if z is not None else "the spSpec header has no number Z",

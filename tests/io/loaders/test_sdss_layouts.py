@@ -68,6 +68,20 @@ def test_dr7_mask_in_a_last_image_hdu(tmp_path, original):
     assert spectrum.good.sum() == reference.good.sum() - np.count_nonzero(reference.good[1000:1010])
 
 
+def test_dr7_emission_line_bit_alone_leaves_the_pixel_good(tmp_path, original):
+    # spectro1d sets bit 30 (EMLINE) on the pixels of every line it detects: read as bad, a DR7
+    # galaxy lost its Halpha, [NII] and [SII] (the held-out spSpec, tests/evaluation/test_real_heldout.py)
+    _, values, reference = original
+    values = dict(values, and_mask=values["and_mask"].copy())
+    emline, brightsky = 1 << 30, 1 << 23
+    good = np.flatnonzero(reference.good)
+    values["and_mask"][good[100:110]] = emline
+    values["and_mask"][good[200:210]] = emline | brightsky
+    spectrum = read_spspec(write_spspec(values, tmp_path / "spSpec-emline.fit"))
+    assert spectrum.good[good[100:110]].all() and not spectrum.good[good[200:210]].any()
+    assert spectrum.good.sum() == reference.good.sum() - 10
+
+
 def test_eboss_spec_file_redshift_and_ids_from_spall(tmp_path, original):
     _, values, reference = original
     path = write_eboss(values, tmp_path / "eboss-galaxy.fits")  # no spec-PLATE-MJD-FIBER name to fall back on
