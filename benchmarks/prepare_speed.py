@@ -184,14 +184,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import jax
 
-
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "spectra.npz"
         np.savez(path, **make_spectra(args.spectra))
         results = {"prepare": time_prepare(path, args.spectra, MAX_CHUNK)}
-        pass  # TODO import removed
-
         spectra, _ = read_many([path])
         grid = rebin_spectra(spectra)
     results["previous_line_fit"] = time_previous(grid, MAX_CHUNK)

@@ -3,12 +3,14 @@ shifted and broadened to the stars' velocity and dispersion, times a low-order m
 polynomial (flux calibration, dust), fitted with the emission-line regions masked.
 
 The field's recipe (MPA-JHU, the MaNGA DAP, pPXF), batched and jitted:
-1. Kinematics: a grid search on chi^2 over (velocity, dispersion) that zooms in twice. At each
+1. Kinematics: a grid search on chi^2 over (velocity, dispersion) that zooms in. At each
    point the model is linear: the leading principal components of the broadened templates plus
    Legendre polynomials times their mean (a multiplicative polynomial, linearised), solved by
    weighted least squares.
 2. At the best point, the templates' non-negative weights (Lawson-Hanson NNLS) and the
    multiplicative polynomial, alternately.
+A first look (`first_look`: the coarse grid and its zooms, and the linearised model as the
+continuum) is all that the first line fit needs; `fit_continuum` refines from it.
 
 Templates are broadened once per template set, on their log-uniform grid, to a ladder of
 dispersions (Gaussian kernels in Fourier space); any dispersion between two rungs is their linear
@@ -50,6 +52,9 @@ SIGMA_LADDER = 16  # broadened copies of the templates between SIGMA_RANGE's end
 COARSE_POINTS = (13, 7)
 ZOOM_POINTS, ZOOM_LEVELS = 7, 2
 REFINE_POINTS, REFINE_LEVELS = 5, 2
+# The coarse search (the first look) fits every other bin: its steps (>= 22 km/s) are far coarser
+# than what the 2 A bins resolve, and the refinement fits them all.
+FIRST_LOOK_STRIDE = 2
 ALTERNATIONS = 3  # NNLS / multiplicative polynomial rounds
 RIDGE = 1e-6  # relative Tikhonov term: near-collinear templates stay solvable in float32
 
@@ -61,8 +66,8 @@ class TemplateLibrary(NamedTuple):
     """A template set prepared for fitting (arrays only, so it can be an argument of jitted code)."""
 
     broadened: jax.Array  # (S, N, L) the templates broadened to each rung of the dispersion ladder
-    components: jax.Array  # (S, REFINE_COMPONENTS, L) their leading principal components, at each rung
-    mean: jax.Array  # (S, L) their mean, at each rung
+    search_rows: jax.Array  # (S, L, 1 + REFINE_COMPONENTS) their mean, then their leading principal
+    #                        components, at each rung: pixel-major, so that a shift gathers whole rows
     sigma_ladder: jax.Array  # (S,) sigma* of each rung, km/s
     log_wavelength0: jax.Array  # () ln(lambda) of the templates' first pixel
     dlog: jax.Array  # () their log step (velscale / c)
@@ -90,41 +95,72 @@ def prepare_library(templates: TemplateSet) -> TemplateLibrary:
     n_fft = 1 << int(np.ceil(np.log2(flux.shape[1] * 1.25)))  # room for the kernel's wings
     spectrum = np.fft.rfft(flux, n_fft, axis=1)
     frequency = np.fft.rfftfreq(n_fft)  # cycles per pixel
-    broadened, components, means = [], [], []
+    # only the pixels that any searched velocity can bring onto the grid (and one either side) are kept
+    reach = (abs(max(VELOCITY_RANGE, key=abs)) + 100.0) / SPEED_OF_LIGHT_KMS
+    dlog = templates.velscale / SPEED_OF_LIGHT_KMS
+    first = max(int(np.floor((np.log(_GRID[0]) - reach - np.log(templates.wavelength[0])) / dlog)) - 1, 0)
+    last = min(int(np.ceil((np.log(_GRID[-1]) + reach - np.log(templates.wavelength[0])) / dlog)) + 2, flux.shape[1])
+    broadened, search_rows = [], []
     for sigma in _broadening_kms(ladder, templates) / templates.velscale:  # in pixels
         kernel = np.exp(-2 * (np.pi * frequency * sigma) ** 2)
         smooth = np.fft.irfft(spectrum * kernel, n_fft, axis=1)[:, : flux.shape[1]]
         mean = smooth.mean(axis=0)
         _, _, rows = np.linalg.svd(smooth - mean, full_matrices=False)
-        broadened.append(smooth)
-        components.append(rows[:REFINE_COMPONENTS])
-        means.append(mean)
+        broadened.append(smooth[:, first:last])
+        search_rows.append(np.concatenate([mean[None], rows[:REFINE_COMPONENTS]])[:, first:last].T)
     as32 = lambda a: jnp.asarray(np.asarray(a), jnp.float32)  # noqa: E731
-    return TemplateLibrary(as32(broadened), as32(components), as32(means), as32(ladder),
-                           jnp.float32(np.log(templates.wavelength[0])),
-                           jnp.float32(templates.velscale / SPEED_OF_LIGHT_KMS), as32(1.0 / templates.norms))
+    return TemplateLibrary(as32(broadened), as32(search_rows), as32(ladder),
+                           jnp.float32(np.log(templates.wavelength[first])), jnp.float32(dlog),
+                           as32(1.0 / templates.norms))
+
+
+def _rung(ladder, sigma):
+    """The dispersion ladder's rung below sigma*, and the weight of the one above (linear in
+    sigma^2: a mix of two Gaussian broadenings then has the right variance)."""
+    rung = jnp.clip(jnp.searchsorted(ladder, sigma) - 1, 0, ladder.shape[0] - 2)
+    return rung, jnp.clip((sigma**2 - ladder[rung] ** 2) / (ladder[rung + 1] ** 2 - ladder[rung] ** 2), 0.0, 1.0)
+
+
+def _pixels(library: TemplateLibrary, velocity, length: int, stride: int = 1):
+    """For every `stride`-th grid bin, the template pixel below where it samples the templates at
+    `velocity`, and the weight of the next: ((2208 / stride,) int32, (2208 / stride,))."""
+    # a template seen at velocity v shows its rest wavelength lambda at lambda (1 + v / c)
+    position = (jnp.log(jnp.asarray(_GRID[::stride], jnp.float32) / (1 + velocity / SPEED_OF_LIGHT_KMS))
+                - library.log_wavelength0) / library.dlog
+    low = jnp.clip(jnp.floor(position).astype(jnp.int32), 0, length - 2)
+    return low, position - low
 
 
 def _sample(library_rows, library: TemplateLibrary, velocity, sigma):
     """Rows of a (S, R, L) ladder at dispersion `sigma`, redshifted by `velocity`, on the grid.
 
-    Interpolated between rungs (in sigma^2) and in log-wavelength between pixels. Returns (R, 2208).
+    Interpolated between rungs (`_rung`) and in log-wavelength between pixels. Returns (R, 2208).
     Gathers only the pixels needed (under vmap, slicing whole rungs first would copy them per spectrum).
     """
-    ladder = library.sigma_ladder
-    rung = jnp.clip(jnp.searchsorted(ladder, sigma) - 1, 0, ladder.shape[0] - 2)
-    # weights linear in sigma^2: a mix of two Gaussian broadenings then has the right variance
-    t = jnp.clip((sigma**2 - ladder[rung] ** 2) / (ladder[rung + 1] ** 2 - ladder[rung] ** 2), 0.0, 1.0)
-    # a template seen at velocity v shows its rest wavelength lambda at lambda (1 + v / c)
-    position = (jnp.log(jnp.asarray(_GRID, jnp.float32) / (1 + velocity / SPEED_OF_LIGHT_KMS))
-                - library.log_wavelength0) / library.dlog
-    low = jnp.clip(jnp.floor(position).astype(jnp.int32), 0, library_rows.shape[2] - 2)
-    frac = position - low
+    rung, t = _rung(library.sigma_ladder, sigma)
+    low, frac = _pixels(library, velocity, library_rows.shape[2])
 
     def at(r):  # (R, 2208): rung r, linear between pixels
         return (library_rows[r, :, low] * (1 - frac)[:, None] + library_rows[r, :, low + 1] * frac[:, None]).T
 
     return (1 - t) * at(rung) + t * at(rung + 1)
+
+
+def _search_rows(library: TemplateLibrary, sigma, n_components: int):
+    """The templates' mean and leading `n_components` principal components at sigma*, between rungs
+    (`_rung`). (L, 1 + n_components): computed once for all the velocities searched at one sigma*."""
+    rung, t = _rung(library.sigma_ladder, sigma)
+    pair = jax.lax.dynamic_slice_in_dim(library.search_rows[:, :, :1 + n_components], rung, 2, axis=0)
+    return (1 - t) * pair[0] + t * pair[1]
+
+
+def _linearised_columns(rows, library: TemplateLibrary, velocity, stride: int = 1):
+    """The linearised model's columns from `_search_rows` at `velocity`, on every `stride`-th bin:
+    the templates' mean, their principal components, and the multiplicative polynomial as Legendre
+    polynomials times the mean. (1 + n_components + MULTIPLICATIVE_DEGREE, 2208 / stride)."""
+    low, frac = _pixels(library, velocity, rows.shape[0], stride)
+    shifted = (rows[low] * (1 - frac)[:, None] + rows[low + 1] * frac[:, None]).T
+    return jnp.concatenate([shifted, shifted[0] * _LEGENDRE[:, ::stride]], axis=0)
 
 
 def _legendre() -> np.ndarray:
@@ -140,11 +176,12 @@ def _normal_equations(columns, flux, weight):
     """Weighted normal equations of flux on columns (C, K), columns scaled to unit weighted norm
     (templates and polynomials differ by orders of magnitude) with a RIDGE term. Returns
     (gram (C, C), target (C,), scale (C,)): coefficients = solution / scale."""
-    scale = jnp.sqrt(jnp.sum(weight * columns**2, axis=1)) + 1e-30
-    a = columns / scale[:, None]
-    gram = (a * weight) @ a.T
+    weighted = columns * weight
+    gram, target = weighted @ columns.T, weighted @ flux  # scaled afterwards: one pass over the bins
+    scale = jnp.sqrt(jnp.diagonal(gram)) + 1e-30
+    gram = gram / scale[:, None] / scale[None, :]
     gram = gram + RIDGE * jnp.eye(gram.shape[0]) * (jnp.trace(gram) / gram.shape[0])
-    return gram, (a * weight) @ flux, scale
+    return gram, target / scale, scale
 
 
 def _weighted_lstsq(columns, flux, weight):
@@ -155,50 +192,47 @@ def _weighted_lstsq(columns, flux, weight):
     return coefficients, jnp.sum(weight * residual**2)
 
 
-def _kinematic_chi2(flux, weight, library: TemplateLibrary, velocity, sigma, n_components: int):
-    """chi^2 of the linearised model at (velocity, sigma*): the templates' mean, their leading
-    `n_components` principal components, and the multiplicative polynomial as Legendre
-    polynomials times the mean."""
-    mean = _sample(library.mean[:, None], library, velocity, sigma)
-    rows = _sample(library.components[:, :n_components], library, velocity, sigma)
-    columns = jnp.concatenate([mean, rows, mean * _LEGENDRE], axis=0)
-    return _weighted_lstsq(columns, flux, weight)[1]
-
-
 def _grid_search(flux, weight, library: TemplateLibrary, start=None):
     """Best (velocity, sigma*), and whether each lies within one final step of the searched
     velocities' edges or of the highest dispersion.
 
-    A coarse grid and ZOOM_LEVELS zooms with COARSE_COMPONENTS, then REFINE_LEVELS zooms with
-    REFINE_COMPONENTS. From `start` (velocity, sigma*) of an earlier pass: its neighbourhood only,
-    with the refining zooms.
+    Without `start`: a coarse grid and ZOOM_LEVELS zooms with COARSE_COMPONENTS on every
+    FIRST_LOOK_STRIDE-th bin. From `start` (velocity, sigma*) of such a search: REFINE_LEVELS zooms
+    about it with REFINE_COMPONENTS on every bin.
     """
+    stride = FIRST_LOOK_STRIDE if start is None else 1
+    flux, weight = flux[::stride], weight[::stride]
     log_sigma = np.log(SIGMA_RANGE)
     low = jnp.array([VELOCITY_RANGE[0], log_sigma[0]], jnp.float32)
     high = jnp.array([VELOCITY_RANGE[1], log_sigma[1]], jnp.float32)
 
-    def best_of(points, n_components):
-        points = jnp.clip(points, low, high)
-        chi2 = jax.lax.map(lambda p: _kinematic_chi2(flux, weight, library, p[0], jnp.exp(p[1]), n_components),
-                           points)
-        return points[jnp.argmin(jnp.where(jnp.isfinite(chi2), chi2, jnp.inf))]
+    def best_of(velocities, log_sigmas, n_components):  # the best of their grid, (2,)
+        velocities, log_sigmas = jnp.clip(velocities, low[0], high[0]), jnp.clip(log_sigmas, low[1], high[1])
+
+        def at_sigma(log_sigma):
+            rows = _search_rows(library, jnp.exp(log_sigma), n_components)
+            return jax.lax.map(
+                lambda v: _weighted_lstsq(_linearised_columns(rows, library, v, stride), flux, weight)[1], velocities)
+
+        chi2 = jax.lax.map(at_sigma, log_sigmas).T.ravel()  # velocity-major, as the points were always ordered
+        best = jnp.argmin(jnp.where(jnp.isfinite(chi2), chi2, jnp.inf))
+        return jnp.stack([velocities[best // log_sigmas.size], log_sigmas[best % log_sigmas.size]])
 
     def zoomed(best, step, points, n_components):
         offsets = jnp.linspace(-1.0, 1.0, points)
-        grid = jnp.stack([g.ravel() for g in jnp.meshgrid(offsets, offsets, indexing="ij")], axis=1)
-        return best_of(best + grid * step, n_components), step * 2 / (points - 1)
+        return best_of(best[0] + offsets * step[0], best[1] + offsets * step[1], n_components), step * 2 / (points - 1)
 
     v = jnp.linspace(*VELOCITY_RANGE, COARSE_POINTS[0])
     s = jnp.linspace(*log_sigma, COARSE_POINTS[1])
     step = jnp.array([v[1] - v[0], s[1] - s[0]])
     zooms = ZOOM_LEVELS
     if start is None:
-        best = best_of(jnp.stack([g.ravel() for g in jnp.meshgrid(v, s, indexing="ij")], axis=1), COARSE_COMPONENTS)
+        best = best_of(v, s, COARSE_COMPONENTS)
     else:
         best, step, zooms = jnp.stack([start[0], jnp.log(start[1])]), step * (2 / (ZOOM_POINTS - 1)) ** zooms, 0
     for _ in range(zooms):
         best, step = zoomed(best, step, ZOOM_POINTS, COARSE_COMPONENTS)
-    for _ in range(REFINE_LEVELS):
+    for _ in range(0 if start is None else REFINE_LEVELS):
         best, step = zoomed(best, step, REFINE_POINTS, REFINE_COMPONENTS)
     velocity_at_edge = (best[0] - VELOCITY_RANGE[0] < step[0]) | (VELOCITY_RANGE[1] - best[0] < step[0])
     # the lowest dispersion is not an edge but "unresolved" (sigma* below ~20 km/s)
@@ -304,9 +338,19 @@ def _template_mass(columns, polynomial_columns, weights, weight, mass_per_weight
     return mass, jnp.where(jnp.any(weights > 0), jnp.sqrt(jnp.maximum(variance, 0.0)), jnp.nan)
 
 
-def fit_continuum(flux, ivar, use, library: TemplateLibrary, start=None):
+def first_look(flux, ivar, use, library: TemplateLibrary):
+    """The coarse kinematic search and the linearised model there (no NNLS): enough to subtract
+    for a first line fit. flux, ivar (2208,); use (2208,) bool: bins to fit. Returns velocity,
+    sigma* (km/s, ()) and the model (2208,) on every bin."""
+    weight = jnp.where(use, ivar, 0.0)
+    velocity, sigma, _, _ = _grid_search(flux, weight, library)
+    columns = _linearised_columns(_search_rows(library, sigma, REFINE_COMPONENTS), library, velocity)
+    return velocity, sigma, _weighted_lstsq(columns, flux, weight)[0] @ columns
+
+
+def fit_continuum(flux, ivar, use, library: TemplateLibrary, start):
     """Fit one rest-frame spectrum. flux, ivar (2208,); use (2208,) bool: bins to fit (emission
-    lines masked); `start`: (velocity, sigma*) of an earlier fit, searched about. Returns a dict:
+    lines masked); `start`: (velocity, sigma*) of `first_look`, searched about. Returns a dict:
     continuum (2208,) on every bin; template_weights (N,); template_mass, template_mass_err ():
     sum_i weights_i / norms_i and its error (`_template_mass`); stellar_velocity, stellar_sigma (km/s),
     continuum_rchi2, stellar_velocity_at_edge, stellar_sigma_at_edge, all ()."""

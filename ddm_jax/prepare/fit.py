@@ -1,7 +1,8 @@
 """The per-spectrum fit behind `prepare`: the stellar continuum with the emission lines masked,
 then the lines on what it leaves; twice, the second time with the masks centred on the gas
 velocity and sized to the line width that the first pass found, and both searches started from
-the first pass's answers.
+the first pass's answers. The first pass's continuum is `continuum.first_look` (the coarse
+kinematic search and its linearised model): the first line fit only needs the gas kinematics.
 
 Fit quality (`line_fit_ok`): both reduced chi^2 below their maxima and no velocity or line width
 on the edge of its search. The stars' dispersion at the top of its range is flagged
@@ -70,12 +71,12 @@ def fit_spectrum(flux, ivar, library: continuum.TemplateLibrary, inflation=None)
     `continuum.fit_continuum` and `lines.measure_lines`; `continuum` and `line_model` are the two
     models on every bin, `line_ew` (8,) the equivalent widths and `line_fit_ok` the fit-quality
     verdict). inflation (2208,): the rebin's variance inflation (`spectra.covariance`), or None."""
-    stars = continuum.fit_continuum(flux, ivar, line_mask(0.0, FIRST_MASK_KMS) & (ivar > 0), library)
-    gas = lines.measure_lines(flux - stars["continuum"], ivar)
+    velocity, sigma, first_continuum = continuum.first_look(flux, ivar, line_mask(0.0, FIRST_MASK_KMS) & (ivar > 0),
+                                                           library)
+    gas = lines.measure_lines(flux - first_continuum, ivar)
     # the second pass searches about the first's answers
     mask = line_mask(gas["velocity"], jnp.maximum(MASK_WIDTHS * gas["sigma"], MIN_MASK_KMS))  # one width yet
-    stars = continuum.fit_continuum(flux, ivar, mask & (ivar > 0), library,
-                                    start=(stars["stellar_velocity"], stars["stellar_sigma"]))
+    stars = continuum.fit_continuum(flux, ivar, mask & (ivar > 0), library, start=(velocity, sigma))
     gas = lines.measure_lines(flux - stars["continuum"], ivar, start=(gas["velocity"], gas["sigma"]),
                               inflation=inflation)
     ok = ((gas["rchi2"] < LINE_RCHI2_MAX) & (stars["continuum_rchi2"] < CONTINUUM_RCHI2_MAX)

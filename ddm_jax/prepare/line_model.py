@@ -128,13 +128,31 @@ def solve(design, flux, weight):
 def solve_nonnegative(design, flux, weight, is_line):
     """`solve` with the amplitudes where `is_line` (P,) bool held >= 0: lines fitted negative are
     dropped (fixed at 0) and the rest solved again. Returns params (P,) with 0 for dropped lines
-    and NaN for unconstrained columns, and chi2."""
+    and NaN for unconstrained columns, and chi2.
+
+    The weighted normal equations are formed once: dropping a column drops its row and column of
+    them (the grid searches call this at every point, and forming them is most of its cost)."""
+    weighted = design * weight[:, None]
+    gram, target = weighted.T @ design, weighted.T @ flux
+    norm = jnp.sqrt(jnp.diagonal(gram))
+    usable = norm > 0
+    inverse_norm = jnp.where(usable, 1.0 / jnp.where(usable, norm, 1.0), 0.0)
+    scaled_gram = gram * inverse_norm[:, None] * inverse_norm[None, :]
+    scaled_target = target * inverse_norm
+
+    def params_of(keep):  # NaN where a column is unusable or dropped, as `solve` on the zeroed design
+        free = usable & keep
+        both = free[:, None] & free[None, :]
+        normal = jnp.where(both, scaled_gram, 0.0) + jnp.diag(jnp.where(free, 0.0, 1.0))
+        x = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(normal), jnp.where(free, scaled_target, 0.0))
+        return jnp.where(free, x * inverse_norm, jnp.nan)
+
     keep = jnp.ones(design.shape[1], bool)
     for _ in range(NONNEGATIVE_ROUNDS):
-        params, _, chi2 = solve(design * keep, flux, weight)
-        keep = keep & ~(is_line & (params < 0))
-    params, _, chi2 = solve(design * keep, flux, weight)
-    return jnp.where(is_line, jnp.where(keep & (params > 0), params, 0.0), params), chi2
+        keep = keep & ~(is_line & (params_of(keep) < 0))
+    params = params_of(keep)
+    residual = design @ jnp.where(jnp.isfinite(params), params, 0.0) - flux
+    return jnp.where(is_line, jnp.where(keep & (params > 0), params, 0.0), params), jnp.sum(weight * residual**2)
 
 
 def solve_sii_bounded(design, flux, weight, is_line, offset: int = 0):
