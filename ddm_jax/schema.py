@@ -35,9 +35,22 @@ PARTS = ("composite", "sf", "agn")  # axis 1 of line_ratios and bpt_class
 
 PART_LABELS = {"composite": "input spectrum", "sf": "SF part", "agn": "AGN part"}
 
-# PREPARED keys carried as they are: ids, redshift, where each spectrum lies in its file, and a
-# cube's celestial WCS (the FITS writer draws maps with them),
-CARRIED_KEYS = ("ids", "survey_id", "z", "position", "source", "wcs")
+# The stellar mass inside each spectrum's aperture, (B,) float32 each (ddm_jax.prepare.mass): written by
+# every `prepare` since they were added, absent from older files (decompose then asks for --mass-table).
+PREPARED_MASS_KEYS = ("log_stellar_mass", "log_stellar_mass_err")
+
+# PREPARED's frame (ddm_jax.prepare.frame): Galactic E(B-V), resolution against MaNGA's, a spaxel's
+# own velocity. Not required of a PREPARED file (older ones lack them).
+FRAME_KEYS = ("ebv_galactic", "lsf_coarser_fraction", "resolution_sigma_kms", "spaxel_velocity")
+
+# PREPARED keys carried as they are (those it has): ids, redshift, where each spectrum lies in its
+# file, a cube's celestial WCS (the FITS writer draws maps with them), prepare's stellar mass and the frame,
+CARRIED_KEYS = ("ids", "survey_id", "z", "position", "source", "wcs", *PREPARED_MASS_KEYS, *FRAME_KEYS)
+
+# The mass each spectrum was divided by (B,) float32, as the network took it (the checkpoint's
+# mass_convention, provenance item mass_convention; where it came from: mass_source): written when
+# decompose normalised with a mass (--mass, --mass-table or PREPARED log_stellar_mass).
+MASS_USED = "mass_used"
 
 # and its gate's verdicts.
 GATE_KEYS = ("meets_snr", "line_fit_ok", "broad_balmer", "passes_gate")
@@ -61,15 +74,8 @@ PREPARED_KEYS = (
     "line_snr", "meets_snr", "line_fit_ok", "broad_balmer", "passes_gate", "log_nii_ha", "log_oiii_hb",
     "log_sii_ha", "log_oi_ha", "position",
 )
-# The stellar mass inside each spectrum's aperture, (B,) float32 each (ddm_jax.prepare.mass): written by
-# every `prepare` since they were added, absent from older files (decompose then asks for --mass-table).
-PREPARED_MASS_KEYS = ("log_stellar_mass", "log_stellar_mass_err")
-
-# PREPARED's frame (ddm_jax.prepare.frame): Galactic E(B-V), resolution against MaNGA's, a spaxel's
-# own velocity. Not required of a PREPARED file (older ones lack them).
-FRAME_KEYS = ("ebv_galactic", "lsf_coarser_fraction", "resolution_sigma_kms", "spaxel_velocity")
-
-# What prepare writes beside them from the line fit and the gate (files of earlier versions lack
+# Beside them PREPARED has PREPARED_MASS_KEYS and FRAME_KEYS (defined with CARRIED_KEYS, above), and
+# what prepare writes beside them from the line fit and the gate (files of earlier versions lack
 # them: not required on reading; ddm_jax.prepare.pipeline's docstring says what each holds).
 PREPARED_LINE_FIT_KEYS = (
     "line_amp_noise", "line_ew", "whan", "bpt_oi", "bpt_kewley06", "line_sigma_balmer", "sii_at_bound",
@@ -108,7 +114,9 @@ DESCRIPTIONS = {
     "passes_gate": "meets_snr, line_fit_ok, filled_ok, no broad lines",
     "position": "cube spaxel (x, y) or RSS row (k, -1); (-1, -1) elsewhere", "source": "input file",
     "bpt_nii": "[NII] BPT class of the measured ratios", "bpt_sii": "[SII] BPT class of the measured ratios",
-    "log_stellar_mass": "log10 stellar mass formed in the aperture, Msun", "log_stellar_mass_err": "its error, dex",
+    "log_stellar_mass": "prepare: log10 stellar mass formed in aperture [log Msun]",
+    "log_stellar_mass_err": "prepare: error of log_stellar_mass [dex]",
+    MASS_USED: "mass the DDM divided by (MASSCONV; from MASSSRC)",
     "ebv_galactic": "Galactic E(B-V) corrected for (F99, R_V 3.1)",
     "lsf_coarser_fraction": "share of pixels coarser than MaNGA resolution",
     "resolution_sigma_kms": "instrumental sigma at 5500 A rest", "spaxel_velocity": "spaxel velocity, rebinned at",
@@ -143,6 +151,7 @@ PROVENANCE_CARDS = {
     "coverage": ("COVERAGE", "prepare coverage policy"), "snr_policy": ("SNRPOL", "prepare gate policy"),
     "stellar_mass": ("STARMASS", "prepare's log_stellar_mass: units, cosmology"),
     "mass_source": ("MASSSRC", "where decompose took the masses from"),
+    "mass_convention": ("MASSCONV", "the checkpoint's mass convention (mass_used)"),
     "resolution": ("RESOLUTN", "prepare resolution: manga (matched) or native"),
     "extinction_law": ("EXTLAW", "Galactic extinction law prepare corrected with"),
     "ebv": ("EBVALL", "--ebv: E(B-V) where the file and z table give none"),

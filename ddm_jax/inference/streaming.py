@@ -34,7 +34,7 @@ from ddm_jax.io.outputs.files import write_output
 from ddm_jax.io.outputs.fits_writer import write_fits
 from ddm_jax.io.safe import NpyArray, NpyWriter, RowSource, changed_settings, write_json_atomic, writing
 from ddm_jax.model.inputs import validate_inputs, validate_ivar
-from ddm_jax.schema import CARRIED_KEYS, DONE, GATE_KEYS, JOB, MANIFEST, MEASURED_KEYS, SAME_JOB
+from ddm_jax.schema import CARRIED_KEYS, DONE, GATE_KEYS, JOB, MANIFEST, MASS_USED, MEASURED_KEYS, SAME_JOB
 
 MERGE_BLOCK = 8192  # rows copied at a time when merging shares
 
@@ -53,11 +53,13 @@ def decompose_files(decomposer: Decomposer, spectra, mass=None, output=None, nor
     An output ending in `.npz` (the default, beside the input) is computed in memory and written
     at once; any other name is a folder filled chunk by chunk (`decompose_to_folder`), the
     only mode for several processes (`share` = (index, count); each writes OUT.shareIofN).
-    A PREPARED.npz carries its ids, spaxel positions, gate verdicts and measured line ratios into
-    the output, and its ivar into the trust outputs (docs/trust.md). When the checkpoint needs a
-    mass, a PREPARED input gives it: from `mass` if given, else from `mass_table` (a CSV or FITS
-    table joined on survey_id, `io.mass_table`), else from its own `log_stellar_mass`, in the
-    checkpoint's `mass_convention` (`Decomposer.mass_from_log`).
+    A PREPARED.npz carries its ids, spaxel positions, stellar mass, frame, gate verdicts and measured
+    line ratios into the output (`carried_keys`), and its ivar into the trust outputs (docs/trust.md).
+    When the checkpoint needs a mass, a PREPARED input gives it: from `mass` if given, else from
+    `mass_table` (a CSV or FITS table joined on survey_id, `io.mass_table`), else from its own
+    `log_stellar_mass`, in the checkpoint's `mass_convention` (`Decomposer.mass_from_log`). Every
+    output form records the mass each spectrum was divided by (MASS_USED) and, in its provenance,
+    where it came from (`mass_source`) and in which convention.
     """
     output = Path(output) if output is not None else default_output(spectra)
     prepared = Path(spectra).suffix == ".npz" or is_fits_name(spectra)
@@ -84,6 +86,8 @@ def decompose_files(decomposer: Decomposer, spectra, mass=None, output=None, nor
                                        normalize=normalize, chunk_size=decomposer.batch_size, resume=resume,
                                        share=share, progress=progress, ivar=ivar,
                                        provenance=provenance_now(**run_inputs(spectra, mass, ivar, normalize),
+                                                                 **mass_provenance(decomposer, mass is not None
+                                                                                   and normalize, "--mass"),
                                                                  **decomposer.provenance()))
     carried = {}
     if prepared:
@@ -99,10 +103,26 @@ def decompose_files(decomposer: Decomposer, spectra, mass=None, output=None, nor
         _check_rows(source.rows, mass, ivar)  # before reading: the counts are declared in the headers
         flux = source.read(0, source.rows)
         ivar_rows = None if ivar is None else ivar.read(0, ivar.rows)
-        masses, mass_source = None if mass is None else mass.read(0, mass.rows), None
+        masses, mass_source = (None, None) if mass is None else (mass.read(0, mass.rows), "--mass")
     result = decomposer(flux, masses, normalize=normalize, progress=progress, ivar=ivar_rows)
-    return write_output(output, output_arrays(decomposer, result, carried, mass_source=mass_source,
+    used = masses is not None and normalize
+    if used:
+        carried[MASS_USED] = mass_used(masses)
+    return write_output(output, output_arrays(decomposer, result, carried,
+                                              **mass_provenance(decomposer, used, mass_source),
                                               **run_inputs(spectra, mass, ivar, normalize)))
+
+
+def mass_used(masses) -> np.ndarray:
+    """The masses (B,) as the network divides by them (`Decomposer.launch`: float32, one per row)."""
+    return np.asarray(masses, np.float32).reshape(-1)
+
+
+def mass_provenance(decomposer: Decomposer, used: bool, source: str | None) -> dict:
+    """Provenance items of the masses a run divided by: where from, and in which convention (none if unused)."""
+    if not used:
+        return {}
+    return {"mass_source": source, "mass_convention": decomposer.mass_convention}
 
 
 def prepared_masses(decomposer: Decomposer, arrays: dict[str, np.ndarray], path, mass: RowSource | None,
@@ -146,8 +166,9 @@ def run_inputs(spectra, mass: RowSource | None, ivar: RowSource | None, normaliz
 
 
 def carried_keys(prepared: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """What a decomposition of PREPARED arrays carries over from them: ids, survey ids, redshift, position,
-    source and WCS, the gate's verdicts and the measured line ratios (as measured_<key>)."""
+    """What a decomposition of PREPARED arrays carries over from them (the keys it has): ids, survey ids,
+    redshift, position, source and WCS, prepare's stellar mass and frame (schema.CARRIED_KEYS), the gate's
+    verdicts and the measured line ratios (as measured_<key>)."""
     return {**{key: prepared[key] for key in CARRIED_KEYS if key in prepared},
             **{key: prepared[key] for key in GATE_KEYS},
             **{f"measured_{key}": prepared[key] for key in MEASURED_KEYS if key in prepared}}
@@ -219,6 +240,8 @@ def decompose_to_folder(decomposer: Decomposer, spectra: RowSource, mass: RowSou
         np.save(partial / "wavelength.npy", decomposer.wavelength)
         done, create = set(), True
     specs = _output_specs(decomposer, stop - start)
+    if mass is not None and normalize:
+        specs[MASS_USED] = ((stop - start,), np.dtype(np.float32))
     writers = {key: NpyWriter(partial / f"{key}.npy", dtype, shape, create) for key, (shape, dtype) in specs.items()}
     if create:  # last: a folder with job.json holds every file a resume needs
         write_json_atomic(partial / JOB, job)
@@ -236,8 +259,9 @@ def decompose_to_folder(decomposer: Decomposer, spectra: RowSource, mass: RowSou
         return decomposer.launch(flux, masses, normalize, chunk, first_row=lo, ivar=ivars)  # asynchronous dispatch
 
     def collect(loaded, launched):
-        (lo, hi), _ = loaded
-        return decomposer.collect(launched, hi - lo)
+        (lo, hi), (_, masses, _) = loaded
+        out = decomposer.collect(launched, hi - lo)
+        return {**out, MASS_USED: mass_used(masses)} if MASS_USED in specs else out
 
     for ((lo, hi), _), result in pipelined(prefetched(todo[:stop_after_chunks], load), launch, collect):
         for key, writer in writers.items():  # rows first, then the record that they are done

@@ -12,6 +12,7 @@ from ddm_jax.cli import main
 from ddm_jax.inference.decomposer import Decomposer
 from ddm_jax.io.checkpoint import load_checkpoint, save_checkpoint
 from ddm_jax.model.bpt import COMPOSITE, LINER, STAR_FORMING, classify_nii
+from ddm_jax.schema import MASS_LOG10
 
 CONTRACT = {  # key: (shape with B for the batch, dtype)
     "wavelength": ((2208,), np.float32), "sf_spectrum": (("B", 2208), np.float32),
@@ -42,8 +43,11 @@ def test_decompose_writes_the_contract(checkpoint, inputs):
     assert main(["decompose", str(inputs / "spectra.npy"), "--mass", str(inputs / "mass.npy"),
                  "--weights", str(checkpoint), "-o", str(out)]) == 0
     with np.load(out, allow_pickle=False) as result:
-        assert sorted(result.files) == sorted([*CONTRACT, "provenance"])
+        assert sorted(result.files) == sorted([*CONTRACT, "mass_used", "provenance"])  # mass_used: --mass given
         provenance = json.loads(str(result["provenance"]))
+        np.testing.assert_array_equal(result["mass_used"], np.load(inputs / "mass.npy").astype(np.float32))
+        assert provenance["mass_source"] == "--mass"
+        assert provenance["mass_convention"] == Decomposer.from_checkpoint(checkpoint).mass_convention == MASS_LOG10
         assert provenance["command"] == "decompose" and provenance["input"] == str(inputs / "spectra.npy")
         assert provenance["checkpoint"] == str(checkpoint.absolute()) and len(provenance["params_sha256"]) == 64
         for key, (shape, dtype) in CONTRACT.items():

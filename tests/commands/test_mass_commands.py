@@ -15,7 +15,8 @@ from ddm_jax.evaluation.evaluate import evaluate
 from ddm_jax.inference.decomposer import Decomposer
 from ddm_jax.inference.streaming import decompose_files
 from ddm_jax.io.checkpoint import convert_to_checkpoint, read_metadata
-from ddm_jax.schema import MASS_LINEAR, MASS_LOG10, PREPARED_KEYS
+from ddm_jax.io.outputs.files import read_arrays
+from ddm_jax.schema import DESCRIPTIONS, MASS_LINEAR, MASS_LOG10, PREPARED_KEYS
 from ddm_jax.training.calibrate import calibrate_checkpoint
 from trust_fixtures import TINY, trust_checkpoint
 
@@ -23,8 +24,8 @@ LOG10 = {"needs_mass": True, "mass_convention": MASS_LOG10}
 PLATES = np.array([266, 267, 268])
 
 
-def write_prepared(path, flux, log_mass=None, log_mass_err=0.05):
-    """A PREPARED.npz of `flux` (n, 2208), SDSS survey ids sdss:PLATE-51602-3, and (optional) masses."""
+def write_prepared(path, flux, log_mass=None, log_mass_err=0.05, **extra):
+    """A PREPARED.npz of `flux` (n, 2208), SDSS survey ids sdss:PLATE-51602-3, (optional) masses and `extra` keys."""
     n = len(flux)
     arrays = {key: np.zeros((n,)) for key in PREPARED_KEYS}
     arrays.update(flux=flux, ivar=np.ones_like(flux), mask=np.zeros((n, N_BINS), np.uint8),
@@ -35,7 +36,7 @@ def write_prepared(path, flux, log_mass=None, log_mass_err=0.05):
     if log_mass is not None:
         arrays.update(log_stellar_mass=np.asarray(log_mass, np.float32),
                       log_stellar_mass_err=np.broadcast_to(np.float32(log_mass_err), (n,)).copy())
-    np.savez(path, **arrays)
+    np.savez(path, **arrays, **extra)
     return path
 
 
@@ -58,6 +59,38 @@ def test_decompose_takes_the_mass_from_prepared(tmp_path, trust_params, spectra,
         np.testing.assert_allclose(out["sf_spectrum"], expected["sf_spectrum"], rtol=1e-5)
         assert not np.allclose(out["sf_spectrum"], ones["sf_spectrum"])  # the mass did change the input
         assert "log_stellar_mass" in json.loads(str(out["provenance"]))["mass_source"]
+
+
+def test_decompose_carries_the_mass_and_the_frame_into_npz_and_fits(tmp_path, trust_params, spectra):
+    """PREPARED's mass and frame, the mass the network divided by and where it came from, in both forms."""
+    log_mass = np.array([9.5, 10.0, 10.5], np.float32)
+    frame = {"ebv_galactic": np.array([0.02, 0.05, 0.0], np.float32),
+             "lsf_coarser_fraction": np.array([0.0, 0.3, np.nan], np.float32),
+             "resolution_sigma_kms": np.array([68.0, 75.0, 60.0], np.float32),
+             "spaxel_velocity": np.array([np.nan, 120.0, -80.0], np.float32)}
+    prepared = write_prepared(tmp_path / "prepared.npz", spectra, log_mass, [0.04, 0.05, 0.06], **frame)
+    ckpt = trust_checkpoint(tmp_path / "ckpt", trust_params, expects={"needs_mass": True,
+                                                                     "mass_convention": MASS_LINEAR})
+    table_file = tmp_path / "masses.csv"
+    table_file.write_text("survey_id,log_stellar_mass\n" + "".join(f"sdss:{p}-51602-3,{m}\n"
+                                                                   for p, m in zip(PLATES, [11.0, 11.5, 12.0])))
+    for name, extra, expected, source in (
+            ("out.npz", [], 10.0 ** log_mass.astype(np.float64), "log_stellar_mass (prepare)"),
+            ("out.fits", [], 10.0 ** log_mass.astype(np.float64), "log_stellar_mass (prepare)"),
+            ("table.fits", ["--mass-table", str(table_file)], 10.0 ** np.array([11.0, 11.5, 12.0]), "mass table")):
+        assert main(["decompose", str(prepared), "--weights", str(ckpt), *extra, "-o", str(tmp_path / name)]) == 0
+        out = read_arrays(tmp_path / name)
+        np.testing.assert_allclose(out["mass_used"], expected, rtol=1e-6, err_msg=name)  # linear: 10**log M
+        np.testing.assert_array_equal(out["log_stellar_mass"], log_mass, err_msg=name)
+        np.testing.assert_array_equal(out["log_stellar_mass_err"], np.float32([0.04, 0.05, 0.06]), err_msg=name)
+        for key, values in frame.items():
+            np.testing.assert_array_equal(out[key], values, err_msg=f"{name} {key}")
+        provenance = json.loads(str(out["provenance"]))
+        assert source in provenance["mass_source"] and provenance["mass_convention"] == MASS_LINEAR, name
+    table = Table.read(tmp_path / "out.fits")
+    assert table["mass_used"].description == DESCRIPTIONS["mass_used"]
+    assert table["log_stellar_mass"].description == DESCRIPTIONS["log_stellar_mass"]
+    assert str(table["spaxel_velocity"].unit) == "km / s" and str(table["ebv_galactic"].unit) == "mag"
 
 
 def test_decompose_refuses_without_a_usable_mass(tmp_path, trust_params, spectra):

@@ -44,6 +44,12 @@ def assert_same(result, reference):
         np.testing.assert_array_equal(result[key], reference[key], err_msg=key)
 
 
+def assert_mass_used(folder, root):
+    """The folder holds the masses the network divided by (--mass), and says where they came from."""
+    np.testing.assert_array_equal(np.load(folder / "mass_used.npy"), np.load(root / "mass.npy").astype(np.float32))
+    assert json.loads((folder / "manifest.json").read_text())["provenance"]["mass_source"] == "--mass"
+
+
 def cli(root, *extra):
     return [sys.executable, "-m", "ddm_jax.cli", "decompose", str(root / "spectra.npy"), "--mass",
             str(root / "mass.npy"), "--weights", str(root / "ckpt"), "--batch-size", str(BATCH), *extra]
@@ -55,6 +61,7 @@ def test_folder_output_matches_in_memory(job, tmp_path):
     assert_same(load_folder(tmp_path / "out"), reference)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["keys"]["line_ratios"] == {"shape": [COUNT, 3, 8], "dtype": "float32"}
+    assert_mass_used(tmp_path / "out", root)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no .partial left
 
 
@@ -163,9 +170,12 @@ def test_two_processes_on_disjoint_shares_then_merge(job, tmp_path):
         assert rows == list(share_range(COUNT, i, 2))
     assert main(["merge", str(shares[1]), str(shares[0]), "-o", str(tmp_path / "merged")]) == 0
     assert_same(load_folder(tmp_path / "merged"), reference)
+    assert_mass_used(tmp_path / "merged", root)
     # straight into a FITS catalogue, the same numbers (catalog.ConcatenatedOutput over the shares)
     assert main(["merge", str(shares[0]), str(shares[1]), "-o", str(tmp_path / "merged.fits")]) == 0
     assert_same(read_arrays(tmp_path / "merged.fits"), reference)
+    np.testing.assert_array_equal(read_arrays(tmp_path / "merged.fits")["mass_used"],
+                                  np.load(root / "mass.npy").astype(np.float32))
     with pytest.raises(DDMError, match="a share is missing"):
         from ddm_jax.inference.streaming import merge_folders
 

@@ -19,7 +19,7 @@ from ddm_jax.io.outputs.base import BLOCK_BYTES, BLOCK_ROWS, FolderOutput
 from ddm_jax.io.outputs.files import export, open_output, read_arrays, write_output
 from ddm_jax.io.outputs.table import catalog_table
 from ddm_jax.model import bpt
-from ddm_jax.schema import PARTS
+from ddm_jax.schema import DESCRIPTIONS, FRAME_KEYS, MASS_LOG10, PARTS, PREPARED_MASS_KEYS
 from spectra_helpers import NX, NY, STRONG, cube_header, cube_masks, ppxf_sdss_path, write_cube
 
 fits = pytest.importorskip("astropy.io.fits", reason="FITS catalogues need astropy")
@@ -103,6 +103,11 @@ def test_table_read_is_the_catalogue_with_named_columns(example):
         assert in_memory[name].unit == table[name].unit, name
         assert in_memory[name].description == table[name].description, name
     assert table["agn_log_oiii_hb"].description == "log [OIII]5007/Hbeta of the AGN part (DDM)"
+    # the masses the network divided by (--mass), described, with where they came from in the header
+    np.testing.assert_array_equal(table["mass_used"], np.load(example / "mass.npy").astype(np.float32))
+    assert table["mass_used"].description == DESCRIPTIONS["mass_used"]
+    with fits.open(example / "out.fits") as hdul:
+        assert hdul[0].header["MASSSRC"] == "--mass" and hdul[0].header["MASSCONV"] == MASS_LOG10
 
 
 def test_fits_verifies_and_carries_provenance_coding_and_wavelength_wcs(example, checkpoint):
@@ -144,6 +149,14 @@ def test_prepared_fits_and_its_decomposition_with_survey_ids(checkpoint, tmp_pat
     for key in ("sf_fraction", "line_ratios", "ids", "z", "survey_id", "measured_log_nii_ha", "passes_gate"):
         np.testing.assert_array_equal(from_fits[key], from_npz[key], err_msg=key)
     table = Table.read(tmp_path / "out_fits.fits")
+    # prepare's stellar mass and frame come through, as prepare measured them, described and with units
+    for key in (*PREPARED_MASS_KEYS, *FRAME_KEYS):
+        np.testing.assert_array_equal(from_npz[key], prepared[key], err_msg=key)
+        np.testing.assert_array_equal(np.ma.filled(table[key], np.nan), prepared[key], err_msg=key)
+        assert table[key].description == DESCRIPTIONS[key], key
+    assert [str(table[key].unit) for key in ("ebv_galactic", "resolution_sigma_kms", "spaxel_velocity")] == [
+        "mag", "km / s", "km / s"]
+    assert "mass_used" not in from_npz  # --no-normalize: no mass divided the spectra
     with fits.open(sdss) as hdul:
         specobj = hdul["SPECOBJ"].data
         expected = (int(specobj["PLATE"][0]), int(specobj["MJD"][0]), int(specobj["FIBERID"][0]))
